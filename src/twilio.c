@@ -1,0 +1,544 @@
+/*-------------------------------------------------------------------------
+ *
+ * twilio.c
+ *		What is specific to Twilio Lookup v2: the request URL, which failures
+ *		are retried and how long to back off, the errors a caller sees, and
+ *		reading a 200 answer into an LsResult.
+ *
+ * Answers are checked with PostgreSQL's non-throwing JSON parser before
+ * jsonb_in() sees them, so a body that is not JSON becomes our own clear
+ * error, never a crash or an error from deep inside the JSON code.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/jsonapi.h"
+#include "common/pg_prng.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+
+#include "settings.h"
+#include "twilio.h"
+
+/* Backoff: 200 ms doubling per attempt, at most 10 s; Retry-After up to 60 s. */
+#define BACKOFF_BASE_MS 200
+#define BACKOFF_MAX_MS 10000
+#define RETRY_AFTER_MAX_MS 60000
+
+/* Longest piece of Twilio's error message quoted in a detail. */
+#define MAX_QUOTED 200
+
+const char *const ls_status_names[LS_NUM_STATUSES] = {
+	"active", "reachable", "unreachable", "inactive", "unknown"
+};
+
+/*
+ * ls_result_rejected: the answer for input that cannot be a phone number:
+ * valid = false and everything else NULL, no request made.
+ */
+void
+ls_result_rejected(LsResult *res)
+{
+	memset(res, 0, sizeof(*res));
+	res->status = LS_STATUS_NONE;
+	res->valid = false;
+}
+
+/*
+ * ls_twilio_check_credentials: fail before any request when the
+ * credentials are not configured.
+ */
+void
+ls_twilio_check_credentials(void)
+{
+	if (ls_account_sid == NULL || ls_account_sid[0] == '\0' ||
+		ls_auth_token() == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("Twilio credentials are not configured"),
+				 errdetail("line_status.account_sid and line_status.auth_token must both be set."),
+				 errhint("As a superuser, run ALTER SYSTEM SET line_status.account_sid = '...' and "
+						 "ALTER SYSTEM SET line_status.auth_token = '...', then SELECT pg_reload_conf().")));
+}
+
+/* append_path_segment: percent-encode s as one URL path segment or query value. */
+static void
+append_encoded(StringInfo buf, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+
+	for (; *s; s++)
+	{
+		unsigned char c = (unsigned char) *s;
+
+		if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
+			(c >= 'a' && c <= 'z') || c == '-' || c == '.' || c == '_' || c == '~')
+			appendStringInfoChar(buf, (char) c);
+		else
+		{
+			appendStringInfoChar(buf, '%');
+			appendStringInfoChar(buf, hex[c >> 4]);
+			appendStringInfoChar(buf, hex[c & 0x0F]);
+		}
+	}
+}
+
+/*
+ * ls_twilio_url: the Lookup URL for a normalised number and an optional
+ * country.  The number is one percent-encoded path segment, so even if it
+ * held "/", "?" or "#" it could not change the path or the query.
+ */
+char *
+ls_twilio_url(const char *number, const char *country)
+{
+	StringInfoData buf;
+	int			len = strlen(ls_api_url);
+
+	while (len > 0 && ls_api_url[len - 1] == '/')
+		len--;
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, ls_api_url, len);
+	appendStringInfoString(&buf, "/v2/PhoneNumbers/");
+	append_encoded(&buf, number);
+	appendStringInfoString(&buf, "?Fields=line_status");
+	if (country != NULL)
+	{
+		appendStringInfoString(&buf, "&CountryCode=");
+		append_encoded(&buf, country);
+	}
+	return buf.data;
+}
+
+/* ls_twilio_start: start the request for url with the configured credentials. */
+void
+ls_twilio_start(LsTransfer *t, const char *url)
+{
+	ls_http_start(t, url, ls_account_sid, ls_auth_token());
+}
+
+/*
+ * ls_twilio_verdict: 429, 5xx and connection faults are worth another try;
+ * timeouts only before the connection was made (after that, Twilio may have
+ * answered and charged); everything else is final.
+ */
+LsVerdict
+ls_twilio_verdict(LsTransfer *t)
+{
+	switch (t->result)
+	{
+		case CURLE_OK:
+			if (t->http_status == 200)
+				return LS_ANSWERED;
+			if (t->http_status == 429 || t->http_status >= 500)
+				return LS_RETRY;
+			return LS_FAILED;
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_SEND_ERROR:
+		case CURLE_RECV_ERROR:
+		case CURLE_GOT_NOTHING:
+			return LS_RETRY;
+		case CURLE_OPERATION_TIMEDOUT:
+			{
+				LsTiming timing;
+
+				ls_http_timing(t, &timing);
+				return timing.connect == 0 ? LS_RETRY : LS_FAILED;
+			}
+		default:
+			return LS_FAILED;
+	}
+}
+
+/*
+ * ls_twilio_backoff_ms: how long to wait before retry number attempt+1:
+ * Retry-After when the server sent it, else exponential backoff with
+ * jitter (half fixed, half random) so that many clients do not retry in step.
+ */
+long
+ls_twilio_backoff_ms(int attempt, long retry_after_ms)
+{
+	long		d;
+
+	if (retry_after_ms >= 0)
+		return Min(retry_after_ms, RETRY_AFTER_MAX_MS);
+	d = BACKOFF_BASE_MS;
+	while (attempt-- > 0 && d < BACKOFF_MAX_MS)
+		d *= 2;
+	d = Min(d, BACKOFF_MAX_MS);
+	return d / 2 + (long) (pg_prng_double(&pg_global_prng_state) * (d / 2));
+}
+
+/*
+ * check_json: is body (len bytes) well-formed UTF-8 JSON that jsonb can
+ * hold?  On failure, put the reason into *why.
+ */
+static bool
+check_json(const char *body, size_t len, const char **why)
+{
+	JsonLexContext *lex;
+	JsonParseErrorType rc;
+
+	if (len == 0)
+	{
+		*why = "The body is empty.";
+		return false;
+	}
+	if (memchr(body, '\0', len) != NULL)
+	{
+		*why = "The body contains a NUL byte.";
+		return false;
+	}
+	if (!pg_verify_mbstr(PG_UTF8, body, len, true))
+	{
+		*why = "The body is not valid UTF-8.";
+		return false;
+	}
+	lex = makeJsonLexContextCstringLen((char *) body, len, PG_UTF8, true);
+	rc = pg_parse_json(lex, &nullSemAction);
+	if (rc != JSON_SUCCESS)
+	{
+		*why = psprintf("The body is not valid JSON: %s", json_errdetail(rc, lex));
+		return false;
+	}
+	return true;
+}
+
+/* body_to_jsonb: a checked body as jsonb, converted to the server encoding. */
+static Jsonb *
+body_to_jsonb(const char *body, size_t len)
+{
+	char	   *text = pg_any_to_server(body, len, PG_UTF8);
+
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
+/* get_key: the value of key in a jsonb object, or NULL if absent. */
+static JsonbValue *
+get_key(JsonbContainer *obj, const char *key, JsonbValue *buf)
+{
+	return getKeyJsonValueFromContainer(obj, key, strlen(key), buf);
+}
+
+/* jsonb_type_name: a JSON type name, for error details. */
+static const char *
+jsonb_type_name(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "a string";
+		case jbvNumeric:
+			return "a number";
+		case jbvBool:
+			return "a boolean";
+		case jbvBinary:
+			return JsonContainerIsArray(v->val.binary.data) ? "an array" : "an object";
+		default:
+			return "a JSON value";
+	}
+}
+
+/* text_of: a palloc'd C string from a jsonb string value. */
+static char *
+text_of(JsonbValue *v)
+{
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* bad_answer: the error for a 200 answer that is not what Twilio sends. */
+static void
+bad_answer(const char *number, const char *detail) pg_attribute_noreturn();
+
+static void
+bad_answer(const char *number, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+			 errmsg("unexpected answer from Twilio for \"%s\"", number),
+			 errdetail_internal("%s", detail),
+			 errhint("Check that line_status.api_url points to Twilio Lookup.")));
+}
+
+/*
+ * map_status: Twilio's status text to our enum, case-insensitively (the API
+ * sends lowercase, the product page shows capitalised).  A value outside the
+ * five becomes unknown; the raw answer stays in the response column.
+ */
+static LsStatus
+map_status(const char *s, int len)
+{
+	int			i;
+
+	for (i = 0; i < LS_NUM_STATUSES; i++)
+	{
+		if (strlen(ls_status_names[i]) == (size_t) len &&
+			pg_strncasecmp(s, ls_status_names[i], len) == 0)
+			return (LsStatus) i;
+	}
+	return LS_STATUS_UNKNOWN;
+}
+
+/*
+ * ls_twilio_read: read a 200 answer into res, or raise a clear error when
+ * it is not the JSON object Twilio sends.
+ */
+void
+ls_twilio_read(LsTransfer *t, const char *number, LsResult *res)
+{
+	const char *why;
+	Jsonb	   *jb;
+	JsonbValue	buf;
+	JsonbValue *v;
+
+	if (!check_json(t->body ? t->body : "", t->body_len, &why))
+		bad_answer(number, why);
+	jb = body_to_jsonb(t->body, t->body_len);
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		bad_answer(number, "The body is not a JSON object.");
+
+	memset(res, 0, sizeof(*res));
+	res->status = LS_STATUS_NONE;
+	res->response = jb;
+	res->has_checked_at = true;
+	res->checked_at = GetCurrentTimestamp();
+
+	v = get_key(&jb->root, "valid", &buf);
+	if (v == NULL || v->type != jbvBool)
+		bad_answer(number, "\"valid\" is missing or not a boolean.");
+	res->valid = v->val.boolean;
+
+	v = get_key(&jb->root, "phone_number", &buf);
+	if (v != NULL && v->type == jbvString)
+		res->phone_number = text_of(v);
+	else if (v == NULL || v->type == jbvNull)
+		res->phone_number = pstrdup(number);
+	else
+		bad_answer(number, psprintf("\"phone_number\" is %s, not a string.", jsonb_type_name(v)));
+
+	v = get_key(&jb->root, "country_code", &buf);
+	if (v != NULL && v->type == jbvString)
+		res->country_code = text_of(v);
+	else if (v != NULL && v->type != jbvNull)
+		bad_answer(number, psprintf("\"country_code\" is %s, not a string.", jsonb_type_name(v)));
+
+	v = get_key(&jb->root, "line_status", &buf);
+	if (v == NULL || v->type == jbvNull)
+		return;
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		bad_answer(number, psprintf("\"line_status\" is %s, not an object.", jsonb_type_name(v)));
+	else
+	{
+		JsonbContainer *ls = v->val.binary.data;
+		JsonbValue	buf2;
+		JsonbValue *s;
+
+		s = get_key(ls, "status", &buf2);
+		if (s != NULL && s->type == jbvString)
+			res->status = map_status(s->val.string.val, s->val.string.len);
+		else if (s != NULL && s->type != jbvNull)
+			bad_answer(number, psprintf("\"line_status.status\" is %s, not a string.", jsonb_type_name(s)));
+
+		s = get_key(ls, "error_code", &buf2);
+		if (s != NULL && s->type == jbvNumeric)
+		{
+			res->has_error_code = true;
+			res->error_code = DatumGetInt32(DirectFunctionCall1(numeric_int4,
+																NumericGetDatum(s->val.numeric)));
+		}
+		else if (s != NULL && s->type != jbvNull)
+			bad_answer(number, psprintf("\"line_status.error_code\" is %s, not a number.", jsonb_type_name(s)));
+	}
+}
+
+/*
+ * twilio_error_detail: "Twilio answered HTTP 401 with error 20003:
+ * Authenticate." from an error body, or just the status when the body is not
+ * Twilio's error JSON.
+ */
+static char *
+twilio_error_detail(LsTransfer *t, int *code)
+{
+	const char *why;
+
+	*code = 0;
+	if (t->body_len > 0 && check_json(t->body, t->body_len, &why))
+	{
+		Jsonb	   *jb = body_to_jsonb(t->body, t->body_len);
+
+		if (JB_ROOT_IS_OBJECT(jb) && !JB_ROOT_IS_SCALAR(jb))
+		{
+			JsonbValue	b1,
+						b2;
+			JsonbValue *c = get_key(&jb->root, "code", &b1);
+			JsonbValue *m = get_key(&jb->root, "message", &b2);
+
+			if (c != NULL && c->type == jbvNumeric)
+			{
+				*code = DatumGetInt32(DirectFunctionCall1(numeric_int4,
+														  NumericGetDatum(c->val.numeric)));
+				if (m != NULL && m->type == jbvString)
+					return psprintf("Twilio answered HTTP %ld with error %d: %.*s.",
+									t->http_status, *code,
+									Min(m->val.string.len, MAX_QUOTED),
+									m->val.string.val);
+				return psprintf("Twilio answered HTTP %ld with error %d.",
+								t->http_status, *code);
+			}
+		}
+	}
+	return psprintf("Twilio answered HTTP %ld.", t->http_status);
+}
+
+/*
+ * timeout_detail: say which phase ran out of time, with what each phase
+ * took, since "timed out" alone does not tell a DNS problem from a slow API.
+ */
+static char *
+timeout_detail(LsTransfer *t)
+{
+	LsTiming	tm;
+	const char *phase;
+
+	ls_http_timing(t, &tm);
+	if (tm.dns == 0)
+		phase = "resolving the host name";
+	else if (tm.connect == 0)
+		phase = "connecting";
+	else if (tm.tls == 0 && pg_strncasecmp(ls_api_url, "https:", 6) == 0)
+		phase = "in the TLS handshake";
+	else if (tm.first_byte == 0)
+		phase = "waiting for the answer";
+	else
+		phase = "reading the answer";
+	return psprintf("The request timed out after %.0f ms %s (DNS %.0f ms, connect %.0f ms, TLS %.0f ms, first byte %.0f ms).",
+					tm.total, phase, tm.dns, tm.connect, tm.tls, tm.first_byte);
+}
+
+/*
+ * ls_twilio_fail: raise the error for a transfer that failed for good.
+ * The message names the number; the detail says what happened; the hint
+ * says what to change where that helps.
+ */
+void
+ls_twilio_fail(LsTransfer *t, const char *number, int attempts)
+{
+	char	   *tries = attempts > 1 ? psprintf(" after %d attempts", attempts) : "";
+	const char *curlmsg = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result);
+	long		status = t->http_status;
+	int			sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+	char	   *message = psprintf("could not look up line status of \"%s\"", number);
+	char	   *detail;
+	const char *hint = NULL;
+	int			code;
+
+	switch (t->result)
+	{
+		case CURLE_OK:
+			detail = twilio_error_detail(t, &code);
+			if (status == 401 || status == 403)
+			{
+				sqlstate = ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+				message = "Twilio refused the credentials";
+				hint = "Check line_status.account_sid and line_status.auth_token.";
+			}
+			else if (status == 429)
+			{
+				sqlstate = ERRCODE_CONFIGURATION_LIMIT_EXCEEDED;
+				detail = psprintf("%s Still rate limited%s.", detail, tries);
+				hint = "Send fewer requests at once, or raise line_status.max_retries.";
+			}
+			else if (status == 400)
+				sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
+			else if (status >= 300 && status < 400)
+			{
+				detail = psprintf("%s Redirects are not followed.", detail);
+				hint = "Check line_status.api_url.";
+			}
+			else if (status >= 500)
+				detail = psprintf("%s Gave up%s.", detail, tries);
+			break;
+		case CURLE_OPERATION_TIMEDOUT:
+			sqlstate = ERRCODE_CONNECTION_FAILURE;
+			detail = timeout_detail(t);
+			hint = "Raise line_status.timeout or line_status.connect_timeout if Twilio is merely slow.";
+			break;
+		case CURLE_FILESIZE_EXCEEDED:
+			detail = psprintf("The answer was larger than %d bytes.", LS_HTTP_MAX_BODY);
+			hint = "Check that line_status.api_url points to Twilio Lookup.";
+			break;
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_SSL_CERTPROBLEM:
+			sqlstate = ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
+			detail = psprintf("The TLS connection failed%s: %s", tries, curlmsg);
+			hint = "If the API uses a private CA, set line_status.ca_file to its certificate bundle.";
+			break;
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+			sqlstate = ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
+			detail = psprintf("Could not connect to the API%s: %s", tries, curlmsg);
+			hint = "Check line_status.api_url and the network.";
+			break;
+		default:
+			sqlstate = ERRCODE_CONNECTION_FAILURE;
+			detail = psprintf("The request failed%s: %s", tries, curlmsg);
+			break;
+	}
+	ls_http_release(t);
+
+	ereport(ERROR,
+			(errcode(sqlstate),
+			 errmsg_internal("%s", message),
+			 errdetail_internal("%s", detail),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/*
+ * ls_twilio_lookup: one number, start to finish: request, retries with
+ * backoff, then the answer or an error.
+ */
+void
+ls_twilio_lookup(const char *number, const char *country, LsResult *res)
+{
+	char	   *url;
+	int			attempt;
+
+	ls_twilio_check_credentials();
+	url = ls_twilio_url(number, country);
+	for (attempt = 0;; attempt++)
+	{
+		LsTransfer *t = ls_http_acquire();
+		LsTransfer *done;
+		LsVerdict	verdict;
+
+		ls_twilio_start(t, url);
+		done = ls_http_wait(-1);
+		Assert(done == t);
+		(void) done;
+		verdict = ls_twilio_verdict(t);
+		if (verdict == LS_ANSWERED)
+		{
+			ls_twilio_read(t, number, res);
+			ls_http_release(t);
+			return;
+		}
+		if (verdict == LS_RETRY && attempt < ls_max_retries)
+		{
+			long		delay = ls_twilio_backoff_ms(attempt, t->retry_after_ms);
+
+			ls_http_release(t);
+			ls_http_sleep(delay);
+			continue;
+		}
+		ls_twilio_fail(t, number, attempt + 1);
+	}
+}
