@@ -45,7 +45,7 @@ int			ls_timeout_ms = 10000;
 int			ls_connect_timeout_ms = 5000;
 int			ls_max_retries = 3;
 
-/* The GUC-visible value of line_status.auth_token: always empty or a mask. */
+/* The GUC-visible value of line_status.auth_token: always the mask. */
 static char *auth_token_masked = NULL;
 
 /* The real token: the "extra" of the current value, owned by guc.c. */
@@ -129,26 +129,36 @@ check_auth_token(char **newval, void **extra, GucSource source)
 		return false;
 	}
 
-	if (*newval == NULL || (*newval)[0] == '\0')
-		return true;
-
-	/* Re-applying the masked value keeps the secret it stands for. */
-	if (strcmp(*newval, AUTH_TOKEN_MASK) == 0 && auth_token_secret != NULL)
+	/*
+	 * The visible value is always the mask, set or not: then a reload never
+	 * logs "parameter changed to" with the file's plain text, and SHOW tells
+	 * nobody anything.  Setting the mask itself keeps the current token.
+	 */
+	if (*newval != NULL && strcmp(*newval, AUTH_TOKEN_MASK) == 0)
+		secret = auth_token_secret ? strdup(auth_token_secret) : NULL;
+	else if (*newval != NULL && (*newval)[0] != '\0')
 	{
-		secret = strdup(auth_token_secret);
+		secret = strdup(*newval);
+		if (secret == NULL)
+			return false;
 	}
 	else
-		secret = strdup(*newval);
-	if (secret == NULL)
-		return false;
-	/* Scrub the plain text before handing it back to guc.c. */
-	explicit_bzero(*newval, strlen(*newval));
-	free(*newval);
+		secret = NULL;
+
+	if (*newval != NULL)
+	{
+		/* Scrub the plain text before handing the buffer back to guc.c. */
+		explicit_bzero(*newval, strlen(*newval));
+		free(*newval);
+	}
 	*newval = strdup(AUTH_TOKEN_MASK);
 	if (*newval == NULL)
 	{
-		explicit_bzero(secret, strlen(secret));
-		free(secret);
+		if (secret)
+		{
+			explicit_bzero(secret, strlen(secret));
+			free(secret);
+		}
 		return false;
 	}
 	*extra = secret;
@@ -282,7 +292,7 @@ ls_define_settings(void)
 
 	DefineCustomStringVariable("line_status.auth_token",
 							   "Twilio Auth Token or API Key secret.",
-							   "It reads back as a mask. Prefer line_status.auth_token_file: a value in a configuration file is written to the server log when the file is reloaded.",
+							   "It always reads back as ********. Prefer line_status.auth_token_file: a value in a configuration file is written to the server log when the file is reloaded.",
 							   &auth_token_masked,
 							   "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY,

@@ -60,9 +60,9 @@ ls_twilio_check_credentials(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("Twilio credentials are not configured"),
-				 errdetail("line_status.account_sid and line_status.auth_token must both be set."),
-				 errhint("As a superuser, run ALTER SYSTEM SET line_status.account_sid = '...' and "
-						 "ALTER SYSTEM SET line_status.auth_token = '...', then SELECT pg_reload_conf().")));
+				 errdetail("line_status.account_sid and line_status.auth_token or line_status.auth_token_file must be set."),
+				 errhint("As a superuser, ALTER SYSTEM SET line_status.account_sid and "
+						 "line_status.auth_token_file (a file private to the server), then SELECT pg_reload_conf().")));
 }
 
 /* append_path_segment: percent-encode s as one URL path segment or query value. */
@@ -479,7 +479,7 @@ ls_twilio_fail(LsTransfer *t, const char *number, int attempts)
 		case CURLE_SSL_CERTPROBLEM:
 			sqlstate = ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
 			detail = psprintf("The TLS connection failed%s: %s", tries, curlmsg);
-			hint = "If the API uses a private CA, set line_status.ca_file to its certificate bundle.";
+			hint = "Check the host name in line_status.api_url; if the API uses a private CA, set line_status.ca_file to its certificate bundle.";
 			break;
 		case CURLE_COULDNT_CONNECT:
 		case CURLE_COULDNT_RESOLVE_HOST:

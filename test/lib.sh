@@ -45,8 +45,9 @@ ls_free_port() {
 	$PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-# ls_make_certs: a CA and a server certificate for 127.0.0.1/localhost, and a
-# second, unrelated CA (for the wrong-CA test).
+# ls_make_certs: a CA and a server certificate for the name localhost only
+# (so https://127.0.0.1 fails host verification), and a second, unrelated CA
+# (for the wrong-CA test).
 ls_make_certs() {
 	local d=$LS_WORK/tls
 	mkdir -p "$d"
@@ -58,14 +59,15 @@ ls_make_certs() {
 			-keyout other-ca.key -out other-ca.pem >/dev/null 2>&1
 		openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
 			-keyout server.key -out server.csr >/dev/null 2>&1
-		printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > ext.cnf
+		printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n' > ext.cnf
 		openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
 			-days 2 -extfile ext.cnf -out server.pem >/dev/null 2>&1
 	)
 	chmod 755 "$d"
 	chmod 644 "$d"/*.pem
 	LS_CA_FILE=$d/ca.pem
-	export LS_CA_FILE
+	LS_OTHER_CA_FILE=$d/other-ca.pem
+	export LS_CA_FILE LS_OTHER_CA_FILE
 }
 
 # ls_start_standin [extra args...]: start the stand-in on HTTP and HTTPS.
@@ -106,6 +108,7 @@ unix_socket_directories = '$PGHOST'
 fsync = off
 max_connections = 60
 log_line_prefix = '%m [%p] %u '
+shared_preload_libraries = 'line_status'
 ${LS_EXTRA_CONF:-}
 EOF
 	runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$data" -l "$LS_WORK/postgres.log" -w start >/dev/null
