@@ -5,11 +5,11 @@ EXTENSION = line_status
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" line_status.control)
 
 MODULE_big = line_status
-OBJS = src/line_status.o src/settings.o src/phone.o src/http.o src/twilio.o
+OBJS = src/line_status.o src/settings.o src/phone.o src/http.o src/twilio.o src/cache.o
 
 DATA = $(wildcard sql/line_status--*.sql)
 
-REGRESS = core input errors privileges tls
+REGRESS = core input errors privileges tls cache upgrade
 
 CURL_CONFIG ?= curl-config
 CURL_VERNUM := $(shell $(CURL_CONFIG) --vernum 2>/dev/null)

@@ -3,6 +3,8 @@
 -- Retries are tested with max_retries = 0 here to keep this quick; the
 -- scenario tests count them.
 SET line_status.max_retries = 0;
+-- Every lookup here must reach the stand-in, not the cache.
+SET line_status.cache_ttl = 0;
 
 -- 401: Twilio refused the credentials (28000).
 SELECT line_status('+14155558013');

@@ -4,6 +4,8 @@
 \getenv ca_file LS_CA_FILE
 \getenv other_ca LS_OTHER_CA_FILE
 SET line_status.max_retries = 0;
+-- Every lookup here must reach the stand-in, not the cache.
+SET line_status.cache_ttl = 0;
 SET line_status.api_url = :'tls_url';
 
 -- The right CA: verified, answered.

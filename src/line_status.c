@@ -4,7 +4,7 @@
  *		The SQL-callable entry points of the line_status extension, and the
  *		module's initialisation.  Everything else lives in a file of its own:
  *		settings.c (GUCs), phone.c (normalisation), http.c (transport),
- *		twilio.c (request and answer).
+ *		twilio.c (request and answer), cache.c (cache table and memo).
  *
  *-------------------------------------------------------------------------
  */
@@ -19,6 +19,7 @@
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
+#include "cache.h"
 #include "phone.h"
 #include "settings.h"
 #include "twilio.h"
@@ -26,6 +27,8 @@
 PG_MODULE_MAGIC;
 
 PG_FUNCTION_INFO_V1(line_status_lookup);
+PG_FUNCTION_INFO_V1(line_status_refresh);
+PG_FUNCTION_INFO_V1(line_status_normalize);
 
 /* Column positions of line_status_result. */
 enum
@@ -41,6 +44,13 @@ enum
 	NUM_RESULT_COLS
 };
 
+/* What one call site keeps across calls (in fn_extra, for one query). */
+typedef struct CallState
+{
+	TupleDesc	tupdesc;		/* line_status_result, blessed */
+	LsCache		cache;
+} CallState;
+
 void		_PG_init(void);
 
 /* _PG_init: declare the settings when the library is loaded. */
@@ -50,28 +60,11 @@ _PG_init(void)
 	ls_define_settings();
 }
 
-/*
- * status_datum: the line_status_status enum value for st.  The enum's type
- * comes from the function's own result descriptor, never from search_path,
- * so a same-named type elsewhere cannot be picked up.
- */
-static Datum
-status_datum(Oid enumtypid, LsStatus st)
-{
-	Oid			oid = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
-									  ObjectIdGetDatum(enumtypid),
-									  CStringGetDatum(ls_status_names[st]));
-
-	if (!OidIsValid(oid))
-		elog(ERROR, "enum value \"%s\" is missing from type %u",
-			 ls_status_names[st], enumtypid);
-	return ObjectIdGetDatum(oid);
-}
-
 /* result_tuple: an LsResult as a line_status_result datum. */
 static Datum
-result_tuple(TupleDesc tupdesc, LsResult *r)
+result_tuple(CallState *st, LsResult *r)
 {
+	TupleDesc	tupdesc = st->tupdesc;
 	Datum		values[NUM_RESULT_COLS];
 	bool		nulls[NUM_RESULT_COLS];
 
@@ -83,8 +76,7 @@ result_tuple(TupleDesc tupdesc, LsResult *r)
 	}
 	if (r->status != LS_STATUS_NONE)
 	{
-		values[COL_STATUS] = status_datum(TupleDescAttr(tupdesc, COL_STATUS)->atttypid,
-										  r->status);
+		values[COL_STATUS] = ObjectIdGetDatum(st->cache.status_oids[r->status]);
 		nulls[COL_STATUS] = false;
 	}
 	if (r->has_error_code)
@@ -136,24 +128,68 @@ country_arg(FunctionCallInfo fcinfo, int argno, char *buf)
 }
 
 /*
- * line_status_lookup: line_status(phone text, country_code text) returns
- * line_status_result.  NULL phone gives NULL; input that cannot be a phone
- * number gives valid = false without a request.
+ * call_state: this call site's state, set up on its first call: the result
+ * descriptor (from the function's declaration, never from search_path) and
+ * where the cache is.
  */
-Datum
-line_status_lookup(PG_FUNCTION_ARGS)
+static CallState *
+call_state(FunctionCallInfo fcinfo)
 {
-	TupleDesc	tupdesc;
+	CallState  *st = (CallState *) fcinfo->flinfo->fn_extra;
+
+	if (st == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+		TupleDesc	tupdesc;
+
+		st = palloc0(sizeof(CallState));
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "function returning line_status_result called in a context that cannot accept it");
+		st->tupdesc = BlessTupleDesc(tupdesc);
+		ls_cache_init(&st->cache, fcinfo->flinfo->fn_oid);
+		MemoryContextSwitchTo(old);
+		fcinfo->flinfo->fn_extra = st;
+	}
+	return st;
+}
+
+/*
+ * check_number: the answer for one normalised number: a fresh enough
+ * cached one, else this statement's earlier answer (the statement's own
+ * cache writes are not visible to it), else Twilio's, which is stored in the
+ * cache and the memo.  force skips the first two.
+ */
+static void
+check_number(CallState *st, const char *number, const char *country,
+			 bool force, LsResult *res)
+{
+	if (!force)
+	{
+		if (ls_cache_get(&st->cache, number, country, res))
+			return;
+		if (ls_memo_get(number, country, res))
+			return;
+	}
+	ls_twilio_lookup(number, country, res);
+	ls_cache_put(&st->cache, number, country, res);
+	ls_memo_put(number, country, res);
+}
+
+/*
+ * lookup: the body of line_status() and line_status_refresh().  NULL phone
+ * gives NULL; input that cannot be a phone number gives valid = false
+ * without a request.
+ */
+static Datum
+lookup(FunctionCallInfo fcinfo, bool force)
+{
+	CallState  *st = call_state(fcinfo);
 	char		cbuf[3];
 	const char *country;
 	char		number[PHONE_BUFSIZE];
 	PhoneVerdict verdict;
 	text	   *phone;
 	LsResult	res;
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "line_status must be declared to return a composite type");
-	tupdesc = BlessTupleDesc(tupdesc);
 
 	country = country_arg(fcinfo, 1, cbuf);
 	if (PG_ARGISNULL(0))
@@ -165,7 +201,42 @@ line_status_lookup(PG_FUNCTION_ARGS)
 		(verdict == PHONE_NATIONAL && country == NULL))
 		ls_result_rejected(&res);
 	else
-		ls_twilio_lookup(number, verdict == PHONE_NATIONAL ? country : NULL, &res);
+		check_number(st, number, verdict == PHONE_NATIONAL ? country : NULL, force, &res);
 
-	PG_RETURN_DATUM(result_tuple(tupdesc, &res));
+	PG_RETURN_DATUM(result_tuple(st, &res));
+}
+
+/* line_status(phone text, country_code text) returns line_status_result */
+Datum
+line_status_lookup(PG_FUNCTION_ARGS)
+{
+	return lookup(fcinfo, false);
+}
+
+/*
+ * line_status_refresh(phone text, country_code text): a fresh, paid lookup
+ * whatever the cache holds; the answer replaces the cached one.
+ */
+Datum
+line_status_refresh(PG_FUNCTION_ARGS)
+{
+	return lookup(fcinfo, true);
+}
+
+/*
+ * line_status_normalize(phone text) returns text: the form line_status()
+ * sends ("+digits", or digits for a national number), or NULL when the
+ * input cannot be a phone number.  Useful to join results back to rows.
+ */
+Datum
+line_status_normalize(PG_FUNCTION_ARGS)
+{
+	text	   *phone = PG_GETARG_TEXT_PP(0);
+	char		number[PHONE_BUFSIZE];
+	PhoneVerdict verdict;
+
+	verdict = phone_normalise(VARDATA_ANY(phone), VARSIZE_ANY_EXHDR(phone), number);
+	if (verdict != PHONE_E164 && verdict != PHONE_NATIONAL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(number));
 }

@@ -44,6 +44,7 @@ char	   *ls_auth_token_file = NULL;
 int			ls_timeout_ms = 10000;
 int			ls_connect_timeout_ms = 5000;
 int			ls_max_retries = 3;
+int			ls_cache_ttl_s = 7 * 24 * 3600;
 
 /* The GUC-visible value of line_status.auth_token: always the mask. */
 static char *auth_token_masked = NULL;
@@ -337,6 +338,14 @@ ls_define_settings(void)
 							&ls_max_retries,
 							3, 0, 20,
 							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("line_status.cache_ttl",
+							"How old a cached answer may be and still be used; 0 turns caching off.",
+							"Cached answers are kept in line_status_cache.",
+							&ls_cache_ttl_s,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("line_status");

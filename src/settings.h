@@ -15,6 +15,7 @@ extern char *ls_auth_token_file;
 extern int	ls_timeout_ms;
 extern int	ls_connect_timeout_ms;
 extern int	ls_max_retries;
+extern int	ls_cache_ttl_s;
 
 extern void ls_define_settings(void);
 extern const char *ls_auth_token(void);
