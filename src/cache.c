@@ -10,11 +10,16 @@
  *
  * Writes run through SPI as the table's owner, with
  * SECURITY_RESTRICTED_OPERATION, with every name schema-qualified, so the
- * caller's search_path and rights do not matter.  Before writing a number
- * we take a transaction-level advisory lock on it without waiting; if
- * another transaction is storing the same number, we leave it to that
- * one.  So cache writes never wait on each other and cannot deadlock, and
- * INSERT ... ON CONFLICT makes duplicate keys impossible.
+ * caller's search_path and rights do not matter.
+ *
+ * Writes must never wait for each other: a statement that looks up many
+ * numbers holds its new rows until it commits, and two such statements
+ * waiting for each other's rows would deadlock.  So, holding a short
+ * advisory lock on the number (taken without waiting, released at once), we
+ * look it up with a dirty snapshot: if another transaction is writing it,
+ * we leave it to that one; else we insert it, or update an older row.
+ * Nothing is waited for, nothing deadlocks, and ON CONFLICT DO NOTHING
+ * keeps out duplicate-key errors even from writers that skip the protocol.
  *
  * The memo remembers every answer of the current top-level statement (up to
  * MEMO_MAX entries), so a number that appears twice in one statement is
@@ -95,8 +100,13 @@ static LocalTransactionId memo_lxid = InvalidLocalTransactionId;
 static TimestampTz memo_stmt = 0;
 
 /* Saved plans for writes, and the schema they were made for. */
-static SPIPlanPtr put_plan = NULL;
-static SPIPlanPtr alias_plan = NULL;
+enum
+{
+	PLAN_INSERT,
+	PLAN_UPDATE,
+	PLAN_ALIAS
+};
+static SPIPlanPtr plans[3];
 static Oid	plans_nsp = InvalidOid;
 
 /*
@@ -276,7 +286,8 @@ ls_cache_get(LsCache *c, const char *number, const char *country, LsResult *res)
 		res->has_error_code = !nulls[CC_ERROR_CODE - 1];
 		if (res->has_error_code)
 			res->error_code = DatumGetInt32(values[CC_ERROR_CODE - 1]);
-		res->valid = !nulls[CC_VALID - 1] && DatumGetBool(values[CC_VALID - 1]);
+		res->has_valid = !nulls[CC_VALID - 1];
+		res->valid = res->has_valid && DatumGetBool(values[CC_VALID - 1]);
 		res->country_code = nulls[CC_COUNTRY_CODE - 1] ? NULL :
 			TextDatumGetCString(values[CC_COUNTRY_CODE - 1]);
 		res->response = nulls[CC_RESPONSE - 1] ? NULL :
@@ -290,71 +301,127 @@ ls_cache_get(LsCache *c, const char *number, const char *country, LsResult *res)
 	return found;
 }
 
-/*
- * try_lock_number: take a transaction-level advisory lock on key without
- * waiting; false if another transaction holds it.
- */
-static bool
-try_lock_number(LsCache *c, const char *key)
+/* Who else is writing a key, as seen through a dirty snapshot. */
+typedef enum KeyState
 {
-	LOCKTAG		tag;
-	uint32		h = hash_bytes((const unsigned char *) key, strlen(key));
+	KEY_ABSENT,					/* no row */
+	KEY_PRESENT,				/* a committed row, or our own */
+	KEY_BUSY					/* another transaction is writing it */
+} KeyState;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, ADVISORY_CLASS, h, 2);
-	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+/*
+ * key_state: look the key up with a dirty snapshot, which also sees rows
+ * that other transactions are inserting, updating or deleting right now.
+ */
+static KeyState
+key_state(Oid relid, Oid idxid, int nkeys, Datum *keys)
+{
+	Relation	heap = table_open(relid, AccessShareLock);
+	Relation	idx = index_open(idxid, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(heap, NULL);
+	SnapshotData dirty;
+	ScanKeyData skey[2];
+	IndexScanDesc scan;
+	KeyState	state = KEY_ABSENT;
+	int			i;
+
+	InitDirtySnapshot(dirty);
+	for (i = 0; i < nkeys; i++)
+	{
+		ScanKeyInit(&skey[i], i + 1, BTEqualStrategyNumber, F_TEXTEQ, keys[i]);
+		skey[i].sk_collation = idx->rd_indcollation[i];
+	}
+	scan = index_beginscan(heap, idx, &dirty, nkeys, 0);
+	index_rescan(scan, skey, nkeys, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		if (TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax))
+		{
+			state = KEY_BUSY;
+			break;
+		}
+		state = KEY_PRESENT;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(idx, NoLock);
+	table_close(heap, NoLock);
+	return state;
 }
 
-/* prepare_plans: the two write statements for the extension's schema. */
+/*
+ * lock_key / unlock_key: a short advisory lock on a key, taken without
+ * waiting, so that looking at a key and writing it is one step for every
+ * session that follows this protocol.
+ */
+static bool
+lock_key(const char *key, LOCKTAG *tag)
+{
+	uint32		h = hash_bytes((const unsigned char *) key, strlen(key));
+
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, ADVISORY_CLASS, h, 2);
+	return LockAcquire(tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+static void
+unlock_key(LOCKTAG *tag)
+{
+	LockRelease(tag, ExclusiveLock, false);
+}
+
+/* prepare_plans: the write statements for the extension's schema. */
 static void
 prepare_plans(LsCache *c)
 {
 	const char *nsp = quote_identifier(get_namespace_name(c->nsp));
-	char	   *sql;
-	Oid			put_types[7] = {TEXTOID, TEXTOID, INT4OID, BOOLOID, TEXTOID, JSONBOID, TIMESTAMPTZOID};
+	Oid			row_types[7] = {TEXTOID, TEXTOID, INT4OID, BOOLOID, TEXTOID, JSONBOID, TIMESTAMPTZOID};
 	Oid			alias_types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	const char *sql[3];
+	int			i;
 
-	if (put_plan != NULL && plans_nsp == c->nsp)
+	if (plans[0] != NULL && plans_nsp == c->nsp)
 		return;
-	if (put_plan != NULL)
+	for (i = 0; i < 3; i++)
 	{
-		SPI_freeplan(put_plan);
-		SPI_freeplan(alias_plan);
-		put_plan = alias_plan = NULL;
+		if (plans[i] != NULL)
+			SPI_freeplan(plans[i]);
+		plans[i] = NULL;
 	}
 
-	sql = psprintf("INSERT INTO %s.line_status_cache AS c "
-				   "(phone_number, status, error_code, valid, country_code, response, checked_at) "
-				   "VALUES ($1, CAST($2 AS %s.line_status_status), $3, $4, $5, $6, $7) "
-				   "ON CONFLICT (phone_number) DO UPDATE SET "
-				   "status = EXCLUDED.status, error_code = EXCLUDED.error_code, "
-				   "valid = EXCLUDED.valid, country_code = EXCLUDED.country_code, "
-				   "response = EXCLUDED.response, checked_at = EXCLUDED.checked_at "
-				   "WHERE c.checked_at OPERATOR(pg_catalog.<) EXCLUDED.checked_at",
-				   nsp, nsp);
-	put_plan = SPI_prepare(sql, 7, put_types);
-	if (put_plan == NULL)
-		elog(ERROR, "could not prepare the cache write: %s", SPI_result_code_string(SPI_result));
-	SPI_keepplan(put_plan);
-
-	sql = psprintf("INSERT INTO %s.line_status_cache_alias AS a "
-				   "(country_code, national_number, phone_number) VALUES ($1, $2, $3) "
-				   "ON CONFLICT (country_code, national_number) DO UPDATE SET "
-				   "phone_number = EXCLUDED.phone_number "
-				   "WHERE a.phone_number OPERATOR(pg_catalog.<>) EXCLUDED.phone_number",
-				   nsp);
-	alias_plan = SPI_prepare(sql, 3, alias_types);
-	if (alias_plan == NULL)
-		elog(ERROR, "could not prepare the cache alias write: %s", SPI_result_code_string(SPI_result));
-	SPI_keepplan(alias_plan);
+	sql[PLAN_INSERT] =
+		psprintf("INSERT INTO %s.line_status_cache "
+				 "(phone_number, status, error_code, valid, country_code, response, checked_at) "
+				 "VALUES ($1, CAST($2 AS %s.line_status_status), $3, $4, $5, $6, $7) "
+				 "ON CONFLICT DO NOTHING", nsp, nsp);
+	sql[PLAN_UPDATE] =
+		psprintf("UPDATE %s.line_status_cache SET "
+				 "status = CAST($2 AS %s.line_status_status), error_code = $3, valid = $4, "
+				 "country_code = $5, response = $6, checked_at = $7 "
+				 "WHERE phone_number OPERATOR(pg_catalog.=) $1 "
+				 "AND checked_at OPERATOR(pg_catalog.<) $7", nsp, nsp);
+	sql[PLAN_ALIAS] =
+		psprintf("INSERT INTO %s.line_status_cache_alias "
+				 "(country_code, national_number, phone_number) VALUES ($1, $2, $3) "
+				 "ON CONFLICT DO NOTHING", nsp);
+	for (i = 0; i < 3; i++)
+	{
+		plans[i] = SPI_prepare(sql[i], i == PLAN_ALIAS ? 3 : 7,
+							   i == PLAN_ALIAS ? alias_types : row_types);
+		if (plans[i] == NULL)
+			elog(ERROR, "could not prepare a cache write: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plans[i]);
+	}
 	plans_nsp = c->nsp;
 }
 
 /*
  * ls_cache_put: store a definitive answer (a 200 with a well-formed body;
- * the caller never passes anything else).  National lookups are stored
- * under the E.164 number Twilio returned, with an alias row for
+ * failures and local rejections never get here).  National lookups are
+ * stored under the E.164 number Twilio returned, with an alias row for
  * (country, national number); an answer without an E.164 number is not
- * stored.  Read-only transactions skip the write.
+ * stored.  Read-only transactions skip the write, and so does a key that
+ * another transaction is writing at this moment: its answer will be there.
  */
 void
 ls_cache_put(LsCache *c, const char *number, const char *country, LsResult *res)
@@ -364,8 +431,10 @@ ls_cache_put(LsCache *c, const char *number, const char *country, LsResult *res)
 	const char *key;
 	Datum		values[7];
 	char		nulls[7];
+	LOCKTAG		tag;
+	KeyState	state;
 
-	if (!ls_cache_enabled(c) || res->response == NULL)
+	if (!ls_cache_enabled(c) || res->response == NULL || res->failed)
 		return;
 	if (country != NULL)
 	{
@@ -376,8 +445,6 @@ ls_cache_put(LsCache *c, const char *number, const char *country, LsResult *res)
 	else
 		key = number;
 	if (XactReadOnly || RecoveryInProgress())
-		return;
-	if (!try_lock_number(c, key))
 		return;
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -403,17 +470,32 @@ ls_cache_put(LsCache *c, const char *number, const char *country, LsResult *res)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	prepare_plans(c);
-	if (SPI_execute_plan(put_plan, values, nulls, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not store a line status in the cache");
+
+	if (lock_key(key, &tag))
+	{
+		state = key_state(c->cache_rel, c->cache_idx, 1, values);
+		if (state == KEY_ABSENT)
+			SPI_execute_plan(plans[PLAN_INSERT], values, nulls, false, 0);
+		else if (state == KEY_PRESENT)
+			SPI_execute_plan(plans[PLAN_UPDATE], values, nulls, false, 0);
+		unlock_key(&tag);
+	}
+
 	if (country != NULL)
 	{
+		char		akey[MEMO_KEYLEN];
 		Datum		avalues[3];
 
+		snprintf(akey, sizeof(akey), "%s:%s", country, number);
 		avalues[0] = CStringGetTextDatum(country);
 		avalues[1] = CStringGetTextDatum(number);
 		avalues[2] = values[0];
-		if (SPI_execute_plan(alias_plan, avalues, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not store a line status alias in the cache");
+		if (lock_key(akey, &tag))
+		{
+			if (key_state(c->alias_rel, c->alias_idx, 2, avalues) == KEY_ABSENT)
+				SPI_execute_plan(plans[PLAN_ALIAS], avalues, NULL, false, 0);
+			unlock_key(&tag);
+		}
 	}
 	SPI_finish();
 	SetUserIdAndSecContext(save_userid, save_sec);
@@ -484,7 +566,7 @@ ls_memo_put(const char *number, const char *country, LsResult *res)
 	bool		found;
 	MemoryContext old;
 
-	if (hash_get_num_entries(h) >= MEMO_MAX)
+	if (res->failed || hash_get_num_entries(h) >= MEMO_MAX)
 		return;
 	memo_key(key, number, country);
 	e = hash_search(h, key, HASH_ENTER, &found);

@@ -85,7 +85,7 @@ result_tuple(CallState *st, LsResult *r)
 		nulls[COL_ERROR_CODE] = false;
 	}
 	values[COL_VALID] = BoolGetDatum(r->valid);
-	nulls[COL_VALID] = false;
+	nulls[COL_VALID] = !r->has_valid;
 	if (r->country_code)
 	{
 		values[COL_COUNTRY_CODE] = CStringGetTextDatum(r->country_code);

@@ -45,6 +45,15 @@ int			ls_timeout_ms = 10000;
 int			ls_connect_timeout_ms = 5000;
 int			ls_max_retries = 3;
 int			ls_cache_ttl_s = 7 * 24 * 3600;
+int			ls_max_concurrency = 50;
+int			ls_max_rate = 0;
+int			ls_on_error = LS_ON_ERROR_ERROR;
+
+static const struct config_enum_entry on_error_options[] = {
+	{"error", LS_ON_ERROR_ERROR, false},
+	{"unknown", LS_ON_ERROR_UNKNOWN, false},
+	{NULL, 0, false}
+};
 
 /* The GUC-visible value of line_status.auth_token: always the mask. */
 static char *auth_token_masked = NULL;
@@ -347,6 +356,32 @@ ls_define_settings(void)
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("line_status.max_concurrency",
+							"Most requests a bulk lookup keeps in flight at once.",
+							"A 429 from Twilio lowers the number in flight below this for a while.",
+							&ls_max_concurrency,
+							50, 1, 1000,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("line_status.max_rate",
+							"Most requests per second a bulk lookup starts; 0 means no limit.",
+							NULL,
+							&ls_max_rate,
+							0, 0, 100000,
+							PGC_USERSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("line_status.on_error",
+							 "What a lookup that failed for good (after retries) gives.",
+							 "error raises an ERROR naming the number; unknown gives status unknown "
+							 "with the error code and goes on. Credential, TLS and connection "
+							 "failures are always errors.",
+							 &ls_on_error,
+							 LS_ON_ERROR_ERROR, on_error_options,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("line_status");
 }

@@ -16,6 +16,17 @@ extern int	ls_timeout_ms;
 extern int	ls_connect_timeout_ms;
 extern int	ls_max_retries;
 extern int	ls_cache_ttl_s;
+extern int	ls_max_concurrency;
+extern int	ls_max_rate;
+
+/* line_status.on_error */
+typedef enum LsOnError
+{
+	LS_ON_ERROR_ERROR,
+	LS_ON_ERROR_UNKNOWN
+} LsOnError;
+
+extern int	ls_on_error;
 
 extern void ls_define_settings(void);
 extern const char *ls_auth_token(void);

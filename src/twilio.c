@@ -45,6 +45,7 @@ ls_result_rejected(LsResult *res)
 {
 	memset(res, 0, sizeof(*res));
 	res->status = LS_STATUS_NONE;
+	res->has_valid = true;
 	res->valid = false;
 }
 
@@ -252,18 +253,30 @@ text_of(JsonbValue *v)
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
-/* bad_answer: the error for a 200 answer that is not what Twilio sends. */
-static void
-bad_answer(const char *number, const char *detail) pg_attribute_noreturn();
-
-static void
-bad_answer(const char *number, const char *detail)
+/*
+ * bad_answer: describe a 200 answer that is not what Twilio sends; false,
+ * for the caller to return.
+ */
+static bool
+bad_answer(LsFailure *f, const char *number, const char *detail)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-			 errmsg("unexpected answer from Twilio for \"%s\"", number),
-			 errdetail_internal("%s", detail),
-			 errhint("Check that line_status.api_url points to Twilio Lookup.")));
+	memset(f, 0, sizeof(*f));
+	f->sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+	f->message = psprintf("unexpected answer from Twilio for \"%s\"", number);
+	f->detail = pstrdup(detail);
+	f->hint = "Check that line_status.api_url points to Twilio Lookup.";
+	f->code = 200;
+	return false;
+}
+
+/* int_of: a jsonb number as int32, false when it is not one. */
+static bool
+int_of(JsonbValue *v, int32 *out)
+{
+	bool		err = false;
+
+	*out = numeric_int4_opt_error(v->val.numeric, &err);
+	return !err;
 }
 
 /*
@@ -286,11 +299,11 @@ map_status(const char *s, int len)
 }
 
 /*
- * ls_twilio_read: read a 200 answer into res, or raise a clear error when
- * it is not the JSON object Twilio sends.
+ * ls_twilio_read: read a 200 answer into res.  When it is not the JSON
+ * object Twilio sends, describe why in f and return false.
  */
-void
-ls_twilio_read(LsTransfer *t, const char *number, LsResult *res)
+bool
+ls_twilio_read(LsTransfer *t, const char *number, LsResult *res, LsFailure *f)
 {
 	const char *why;
 	Jsonb	   *jb;
@@ -298,10 +311,10 @@ ls_twilio_read(LsTransfer *t, const char *number, LsResult *res)
 	JsonbValue *v;
 
 	if (!check_json(t->body ? t->body : "", t->body_len, &why))
-		bad_answer(number, why);
+		return bad_answer(f, number, why);
 	jb = body_to_jsonb(t->body, t->body_len);
 	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
-		bad_answer(number, "The body is not a JSON object.");
+		return bad_answer(f, number, "The body is not a JSON object.");
 
 	memset(res, 0, sizeof(*res));
 	res->status = LS_STATUS_NONE;
@@ -311,7 +324,8 @@ ls_twilio_read(LsTransfer *t, const char *number, LsResult *res)
 
 	v = get_key(&jb->root, "valid", &buf);
 	if (v == NULL || v->type != jbvBool)
-		bad_answer(number, "\"valid\" is missing or not a boolean.");
+		return bad_answer(f, number, "\"valid\" is missing or not a boolean.");
+	res->has_valid = true;
 	res->valid = v->val.boolean;
 
 	v = get_key(&jb->root, "phone_number", &buf);
@@ -320,19 +334,19 @@ ls_twilio_read(LsTransfer *t, const char *number, LsResult *res)
 	else if (v == NULL || v->type == jbvNull)
 		res->phone_number = pstrdup(number);
 	else
-		bad_answer(number, psprintf("\"phone_number\" is %s, not a string.", jsonb_type_name(v)));
+		return bad_answer(f, number, psprintf("\"phone_number\" is %s, not a string.", jsonb_type_name(v)));
 
 	v = get_key(&jb->root, "country_code", &buf);
 	if (v != NULL && v->type == jbvString)
 		res->country_code = text_of(v);
 	else if (v != NULL && v->type != jbvNull)
-		bad_answer(number, psprintf("\"country_code\" is %s, not a string.", jsonb_type_name(v)));
+		return bad_answer(f, number, psprintf("\"country_code\" is %s, not a string.", jsonb_type_name(v)));
 
 	v = get_key(&jb->root, "line_status", &buf);
 	if (v == NULL || v->type == jbvNull)
-		return;
+		return true;
 	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
-		bad_answer(number, psprintf("\"line_status\" is %s, not an object.", jsonb_type_name(v)));
+		return bad_answer(f, number, psprintf("\"line_status\" is %s, not an object.", jsonb_type_name(v)));
 	else
 	{
 		JsonbContainer *ls = v->val.binary.data;
@@ -343,18 +357,19 @@ ls_twilio_read(LsTransfer *t, const char *number, LsResult *res)
 		if (s != NULL && s->type == jbvString)
 			res->status = map_status(s->val.string.val, s->val.string.len);
 		else if (s != NULL && s->type != jbvNull)
-			bad_answer(number, psprintf("\"line_status.status\" is %s, not a string.", jsonb_type_name(s)));
+			return bad_answer(f, number, psprintf("\"line_status.status\" is %s, not a string.", jsonb_type_name(s)));
 
 		s = get_key(ls, "error_code", &buf2);
 		if (s != NULL && s->type == jbvNumeric)
 		{
+			if (!int_of(s, &res->error_code))
+				return bad_answer(f, number, "\"line_status.error_code\" is out of range.");
 			res->has_error_code = true;
-			res->error_code = DatumGetInt32(DirectFunctionCall1(numeric_int4,
-																NumericGetDatum(s->val.numeric)));
 		}
 		else if (s != NULL && s->type != jbvNull)
-			bad_answer(number, psprintf("\"line_status.error_code\" is %s, not a number.", jsonb_type_name(s)));
+			return bad_answer(f, number, psprintf("\"line_status.error_code\" is %s, not a number.", jsonb_type_name(s)));
 	}
+	return true;
 }
 
 /*
@@ -379,10 +394,8 @@ twilio_error_detail(LsTransfer *t, int *code)
 			JsonbValue *c = get_key(&jb->root, "code", &b1);
 			JsonbValue *m = get_key(&jb->root, "message", &b2);
 
-			if (c != NULL && c->type == jbvNumeric)
+			if (c != NULL && c->type == jbvNumeric && int_of(c, code))
 			{
-				*code = DatumGetInt32(DirectFunctionCall1(numeric_int4,
-														  NumericGetDatum(c->val.numeric)));
 				if (m != NULL && m->type == jbvString)
 					return psprintf("Twilio answered HTTP %ld with error %d: %.*s.",
 									t->http_status, *code,
@@ -422,12 +435,13 @@ timeout_detail(LsTransfer *t)
 }
 
 /*
- * ls_twilio_fail: raise the error for a transfer that failed for good.
- * The message names the number; the detail says what happened; the hint
- * says what to change where that helps.
+ * ls_twilio_failure: describe a transfer that failed for good, in f.  The
+ * message names the number; the detail says what happened; the hint says
+ * what to change where that helps.  Failures that would hit every number
+ * alike (credentials refused, TLS, no connection) are marked fatal.
  */
 void
-ls_twilio_fail(LsTransfer *t, const char *number, int attempts)
+ls_twilio_failure(LsTransfer *t, const char *number, int attempts, LsFailure *f)
 {
 	char	   *tries = attempts > 1 ? psprintf(" after %d attempts", attempts) : "";
 	const char *curlmsg = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result);
@@ -438,14 +452,20 @@ ls_twilio_fail(LsTransfer *t, const char *number, int attempts)
 	const char *hint = NULL;
 	int			code;
 
+	bool		fatal = false;
+
+	code = 0;
 	switch (t->result)
 	{
 		case CURLE_OK:
 			detail = twilio_error_detail(t, &code);
+			if (code == 0)
+				code = (int) status;
 			if (status == 401 || status == 403)
 			{
 				sqlstate = ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
 				message = "Twilio refused the credentials";
+				fatal = true;
 				hint = "Check line_status.account_sid and line_status.auth_token.";
 			}
 			else if (status == 429)
@@ -480,6 +500,7 @@ ls_twilio_fail(LsTransfer *t, const char *number, int attempts)
 			sqlstate = ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
 			detail = psprintf("The TLS connection failed%s: %s", tries, curlmsg);
 			hint = "Check the host name in line_status.api_url; if the API uses a private CA, set line_status.ca_file to its certificate bundle.";
+			fatal = true;
 			break;
 		case CURLE_COULDNT_CONNECT:
 		case CURLE_COULDNT_RESOLVE_HOST:
@@ -487,30 +508,87 @@ ls_twilio_fail(LsTransfer *t, const char *number, int attempts)
 			sqlstate = ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
 			detail = psprintf("Could not connect to the API%s: %s", tries, curlmsg);
 			hint = "Check line_status.api_url and the network.";
+			fatal = true;
 			break;
 		default:
 			sqlstate = ERRCODE_CONNECTION_FAILURE;
 			detail = psprintf("The request failed%s: %s", tries, curlmsg);
 			break;
 	}
-	ls_http_release(t);
+	f->sqlstate = sqlstate;
+	f->message = message;
+	f->detail = detail;
+	f->hint = hint;
+	f->fatal = fatal;
+	f->code = code;
+}
 
+/* ls_twilio_raise: raise a failure as an ERROR. */
+void
+ls_twilio_raise(LsFailure *f)
+{
 	ereport(ERROR,
-			(errcode(sqlstate),
-			 errmsg_internal("%s", message),
-			 errdetail_internal("%s", detail),
-			 hint ? errhint("%s", hint) : 0));
+			(errcode(f->sqlstate),
+			 errmsg_internal("%s", f->message),
+			 errdetail_internal("%s", f->detail),
+			 f->hint ? errhint("%s", f->hint) : 0));
+}
+
+/*
+ * ls_result_failed: the result that stands for a failure when
+ * line_status.on_error = unknown: status unknown, Twilio's error code (or
+ * the HTTP status) in error_code, valid NULL, and the error in response.
+ */
+void
+ls_result_failed(LsFailure *f, LsResult *res)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue	k,
+				v;
+
+	memset(res, 0, sizeof(*res));
+	res->status = LS_STATUS_UNKNOWN;
+	res->has_error_code = f->code != 0;
+	res->error_code = f->code;
+	res->has_checked_at = true;
+	res->checked_at = GetCurrentTimestamp();
+	res->failed = true;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	k.type = jbvString;
+	k.val.string.val = "error";
+	k.val.string.len = 5;
+	pushJsonbValue(&state, WJB_KEY, &k);
+	v.type = jbvString;
+	v.val.string.val = f->message;
+	v.val.string.len = strlen(f->message);
+	pushJsonbValue(&state, WJB_VALUE, &v);
+	k.val.string.val = "detail";
+	k.val.string.len = 6;
+	pushJsonbValue(&state, WJB_KEY, &k);
+	v.val.string.val = f->detail;
+	v.val.string.len = strlen(f->detail);
+	pushJsonbValue(&state, WJB_VALUE, &v);
+	k.val.string.val = "sqlstate";
+	k.val.string.len = 8;
+	pushJsonbValue(&state, WJB_KEY, &k);
+	v.val.string.val = unpack_sql_state(f->sqlstate);
+	v.val.string.len = 5;
+	pushJsonbValue(&state, WJB_VALUE, &v);
+	res->response = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
 }
 
 /*
  * ls_twilio_lookup: one number, start to finish: request, retries with
- * backoff, then the answer or an error.
+ * backoff, then the answer, or an error (or, with line_status.on_error =
+ * unknown, a result that records the failure).
  */
 void
 ls_twilio_lookup(const char *number, const char *country, LsResult *res)
 {
 	char	   *url;
 	int			attempt;
+	LsFailure	failure;
 
 	ls_twilio_check_credentials();
 	url = ls_twilio_url(number, country);
@@ -527,9 +605,12 @@ ls_twilio_lookup(const char *number, const char *country, LsResult *res)
 		verdict = ls_twilio_verdict(t);
 		if (verdict == LS_ANSWERED)
 		{
-			ls_twilio_read(t, number, res);
+			bool		ok = ls_twilio_read(t, number, res, &failure);
+
 			ls_http_release(t);
-			return;
+			if (ok)
+				return;
+			break;
 		}
 		if (verdict == LS_RETRY && attempt < ls_max_retries)
 		{
@@ -539,6 +620,11 @@ ls_twilio_lookup(const char *number, const char *country, LsResult *res)
 			ls_http_sleep(delay);
 			continue;
 		}
-		ls_twilio_fail(t, number, attempt + 1);
+		ls_twilio_failure(t, number, attempt + 1, &failure);
+		ls_http_release(t);
+		break;
 	}
+	if (failure.fatal || ls_on_error == LS_ON_ERROR_ERROR)
+		ls_twilio_raise(&failure);
+	ls_result_failed(&failure, res);
 }

@@ -36,13 +36,26 @@ typedef struct LsResult
 	LsStatus	status;
 	bool		has_error_code;
 	int32		error_code;
+	bool		has_valid;		/* false: valid is SQL NULL */
 	bool		valid;
 	char	   *country_code;	/* NULL for SQL NULL */
 	bool		has_checked_at;
 	TimestampTz checked_at;
 	bool		cached;
 	Jsonb	   *response;		/* NULL when no request was made */
+	bool		failed;			/* stands for a failure (never cached) */
 } LsResult;
+
+/* A lookup that failed for good: what the ERROR would say. */
+typedef struct LsFailure
+{
+	int			sqlstate;
+	char	   *message;
+	char	   *detail;
+	const char *hint;
+	bool		fatal;			/* hits every number alike: always raised */
+	int			code;			/* Twilio's error code, else HTTP status, else 0 */
+} LsFailure;
 
 /* What to do with a finished transfer. */
 typedef enum LsVerdict
@@ -58,8 +71,12 @@ extern char *ls_twilio_url(const char *number, const char *country);
 extern void ls_twilio_start(LsTransfer *t, const char *url);
 extern LsVerdict ls_twilio_verdict(LsTransfer *t);
 extern long ls_twilio_backoff_ms(int attempt, long retry_after_ms);
-extern void ls_twilio_read(LsTransfer *t, const char *number, LsResult *res);
-extern void ls_twilio_fail(LsTransfer *t, const char *number, int attempts) pg_attribute_noreturn();
+extern bool ls_twilio_read(LsTransfer *t, const char *number, LsResult *res,
+						   LsFailure *f);
+extern void ls_twilio_failure(LsTransfer *t, const char *number, int attempts,
+							  LsFailure *f);
+extern void ls_twilio_raise(LsFailure *f) pg_attribute_noreturn();
+extern void ls_result_failed(LsFailure *f, LsResult *res);
 extern void ls_twilio_lookup(const char *number, const char *country, LsResult *res);
 
 #endif							/* LINE_STATUS_TWILIO_H */
