@@ -5,7 +5,7 @@ EXTENSION = line_status
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" line_status.control)
 
 MODULE_big = line_status
-OBJS = src/line_status.o src/settings.o src/phone.o src/http.o src/twilio.o src/cache.o
+OBJS = src/line_status.o src/settings.o src/phone.o src/http.o src/twilio.o src/cache.o src/bulk.o
 
 DATA = $(wildcard sql/line_status--*.sql)
 
@@ -26,6 +26,9 @@ PG_CPPFLAGS = -DLINE_STATUS_VERSION=\"$(EXTVERSION)\" $(shell $(CURL_CONFIG) --c
 # parameters, so that one -Wextra warning is off.
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 SHLIB_LINK = $(shell $(CURL_CONFIG) --libs)
+
+# The version is compiled in (User-Agent), and every object uses the headers.
+$(OBJS): line_status.control $(wildcard src/*.h)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -447,11 +447,14 @@ ls_http_wait(long max_wait_ms)
 	}
 }
 
-/* ls_http_in_flight: the number of transfers started and not yet finished. */
+/*
+ * ls_http_in_flight: the number of transfers started and not yet handed
+ * back by ls_http_wait (finished ones waiting to be collected included).
+ */
 int
 ls_http_in_flight(void)
 {
-	return in_flight;
+	return in_flight + n_finished;
 }
 
 /* ls_http_timing: how long each phase of a finished transfer took, in ms. */

@@ -4,7 +4,8 @@
  *		The SQL-callable entry points of the line_status extension, and the
  *		module's initialisation.  Everything else lives in a file of its own:
  *		settings.c (GUCs), phone.c (normalisation), http.c (transport),
- *		twilio.c (request and answer), cache.c (cache table and memo).
+ *		twilio.c (request and answer), cache.c (cache table and memo),
+ *		bulk.c (the concurrent engine for arrays).
  *
  *-------------------------------------------------------------------------
  */
@@ -15,10 +16,13 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
-#include "utils/syscache.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
 
+#include "bulk.h"
 #include "cache.h"
 #include "phone.h"
 #include "settings.h"
@@ -29,6 +33,7 @@ PG_MODULE_MAGIC;
 PG_FUNCTION_INFO_V1(line_status_lookup);
 PG_FUNCTION_INFO_V1(line_status_refresh);
 PG_FUNCTION_INFO_V1(line_status_normalize);
+PG_FUNCTION_INFO_V1(line_status_bulk);
 
 /* Column positions of line_status_result. */
 enum
@@ -60,15 +65,14 @@ _PG_init(void)
 	ls_define_settings();
 }
 
-/* result_tuple: an LsResult as a line_status_result datum. */
-static Datum
-result_tuple(CallState *st, LsResult *r)
+/*
+ * result_values: an LsResult as the columns of line_status_result, into
+ * values/nulls (which the bulk function offsets by its input column).
+ */
+static void
+result_values(CallState *st, LsResult *r, Datum *values, bool *nulls)
 {
-	TupleDesc	tupdesc = st->tupdesc;
-	Datum		values[NUM_RESULT_COLS];
-	bool		nulls[NUM_RESULT_COLS];
-
-	memset(nulls, true, sizeof(nulls));
+	memset(nulls, true, sizeof(bool) * NUM_RESULT_COLS);
 	if (r->phone_number)
 	{
 		values[COL_PHONE_NUMBER] = CStringGetTextDatum(r->phone_number);
@@ -103,7 +107,17 @@ result_tuple(CallState *st, LsResult *r)
 		values[COL_RESPONSE] = JsonbPGetDatum(r->response);
 		nulls[COL_RESPONSE] = false;
 	}
-	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/* result_tuple: an LsResult as a line_status_result datum. */
+static Datum
+result_tuple(CallState *st, LsResult *r)
+{
+	Datum		values[NUM_RESULT_COLS];
+	bool		nulls[NUM_RESULT_COLS];
+
+	result_values(st, r, values, nulls);
+	return HeapTupleGetDatum(heap_form_tuple(st->tupdesc, values, nulls));
 }
 
 /*
@@ -239,4 +253,133 @@ line_status_normalize(PG_FUNCTION_ARGS)
 	if (verdict != PHONE_E164 && verdict != PHONE_NATIONAL)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(number));
+}
+
+/* Stands for an array element that cannot be a phone number. */
+static BulkEntry rejected_entry;
+
+/*
+ * line_status_bulk: line_status(phones text[], country_code text) returns
+ * setof line_status_bulk_result: one row per element, in input order, with
+ * the element beside its answer.  Each distinct number is looked up once:
+ * from the cache if it holds a fresh answer, else from Twilio, concurrently
+ * (bulk.c).  Memory is bounded: answers are spilled to a temporary file and
+ * rows go to a tuplestore, which spills past work_mem.
+ */
+Datum
+line_status_bulk(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	CallState  *st;
+	char		cbuf[3];
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			n;
+	int			i;
+	BulkEntry **entries;
+	HTAB	   *distinct;
+	HASHCTL		ctl;
+	HASH_SEQ_STATUS seq;
+	BulkEntry  *e;
+	LsBulk		b;
+	MemoryContext row_cxt;
+	MemoryContext old;
+
+	InitMaterializedSRF(fcinfo, 0);
+	st = call_state(fcinfo);
+	memset(&b, 0, sizeof(b));
+	b.cache = &st->cache;
+	b.country = country_arg(fcinfo, 1, cbuf);
+	if (PG_ARGISNULL(0))
+		return (Datum) 0;
+	arr = PG_GETARG_ARRAYTYPE_P(0);
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elem_nulls, &n);
+
+	/* Each distinct number once. */
+	ctl.keysize = PHONE_BUFSIZE;
+	ctl.entrysize = sizeof(BulkEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	distinct = hash_create("line_status bulk", Min(n, 1024) + 16, &ctl,
+						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	entries = palloc_extended(sizeof(BulkEntry *) * Max(n, 1), MCXT_ALLOC_HUGE);
+	for (i = 0; i < n; i++)
+	{
+		char		number[PHONE_BUFSIZE];
+		PhoneVerdict verdict;
+		bool		found;
+		text	   *t;
+
+		if ((i & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
+		if (elem_nulls[i])
+		{
+			entries[i] = NULL;
+			continue;
+		}
+		t = (text *) DatumGetPointer(elems[i]);
+		verdict = phone_normalise(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), number);
+		if ((verdict != PHONE_E164 && verdict != PHONE_NATIONAL) ||
+			(verdict == PHONE_NATIONAL && b.country == NULL))
+		{
+			entries[i] = &rejected_entry;
+			continue;
+		}
+		e = hash_search(distinct, number, HASH_ENTER, &found);
+		if (!found)
+			memset(((char *) e) + PHONE_BUFSIZE, 0, sizeof(BulkEntry) - PHONE_BUFSIZE);
+		entries[i] = e;
+	}
+
+	/* The cache first; what it lacks is fetched, concurrently. */
+	b.spill = BufFileCreateTemp(false);
+	b.misses = palloc_extended(sizeof(BulkEntry *) * (hash_get_num_entries(distinct) + 1),
+							   MCXT_ALLOC_HUGE);
+	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "line_status row",
+									ALLOCSET_DEFAULT_SIZES);
+	hash_seq_init(&seq, distinct);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		LsResult	res;
+		const char *country = e->key[0] == '+' ? NULL : b.country;
+
+		CHECK_FOR_INTERRUPTS();
+		old = MemoryContextSwitchTo(row_cxt);
+		if (ls_cache_get(b.cache, e->key, country, &res))
+			ls_bulk_record(&b, e, &res);
+		else
+			b.misses[b.nmisses++] = e;
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(row_cxt);
+	}
+	ls_bulk_fetch(&b);
+
+	/* One row per element, in input order. */
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[NUM_RESULT_COLS + 1];
+		bool		nulls[NUM_RESULT_COLS + 1];
+		LsResult	res;
+
+		if ((i & 1023) == 0)
+			CHECK_FOR_INTERRUPTS();
+		old = MemoryContextSwitchTo(row_cxt);
+		values[0] = elems[i];
+		nulls[0] = elem_nulls[i];
+		if (entries[i] == NULL)
+			memset(nulls + 1, true, sizeof(bool) * NUM_RESULT_COLS);
+		else
+		{
+			if (entries[i] == &rejected_entry)
+				ls_result_rejected(&res);
+			else
+				ls_bulk_result(&b, entries[i], &res);
+			result_values(st, &res, values + 1, nulls + 1);
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(row_cxt);
+	}
+	BufFileClose(b.spill);
+	return (Datum) 0;
 }
