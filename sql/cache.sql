@@ -34,14 +34,22 @@ RESET line_status.max_retries;
 SELECT valid FROM line_status('not a number');
 SELECT count(*) AS junk FROM line_status_cache WHERE phone_number !~ '^\+[0-9]+$';
 
--- National format: stored under the E.164 number with an alias, so the
--- same national number and country hit the cache.
+-- National format: US and CA numbers are rewritten as E.164 locally (an
+-- exact rule), so they share the E.164 number's entry.
 SELECT phone_number, cached FROM line_status('(202) 555-0111', 'US');
-SELECT phone_number, cached FROM line_status('2025550111', 'us');
 SELECT phone_number, cached FROM line_status('+12025550111');
-SELECT * FROM line_status_cache_alias WHERE national_number = '2025550111';
+SELECT phone_number, cached FROM line_status('1 202 555 0111', 'ca');
+SELECT line_status_normalize('(202) 555-0111', 'US'), line_status_normalize('020 7946 0018', 'GB'),
+       line_status_normalize('020 7946 0018'), line_status_normalize('nope');
+-- Elsewhere Twilio resolves the number; the answer is stored under its
+-- E.164 number with an alias, so the same national number and country hit
+-- the cache.
+SELECT phone_number, cached FROM line_status('020 7946 0018', 'GB');
+SELECT phone_number, cached FROM line_status('0207 946 0018', 'gb');
+SELECT phone_number, cached FROM line_status('+442079460018');
+SELECT * FROM line_status_cache_alias WHERE national_number = '02079460018';
 -- ...but not the same digits in another country.
-SELECT phone_number, cached FROM line_status('2025550111', 'GB');
+SELECT phone_number, cached FROM line_status('02079460018', 'DE');
 
 -- A number that appears twice in one statement is asked for once, even
 -- with caching off.
@@ -73,7 +81,9 @@ SELECT line_status_forget('+1 202 555 0100');
 SELECT line_status_forget('+12025550100');
 SELECT count(*) FROM line_status_cache WHERE phone_number = '+12025550100';
 SELECT line_status_forget('2025550111', 'US');
-SELECT count(*) FROM line_status_cache_alias WHERE phone_number = '+12025550111';
+SELECT count(*) FROM line_status_cache WHERE phone_number = '+12025550111';
+SELECT line_status_forget('020 7946 0018', 'GB');
+SELECT count(*) FROM line_status_cache_alias WHERE phone_number = '+442079460018';
 SELECT line_status_forget('junk'), line_status_forget(NULL);
 SELECT cached FROM line_status('+12025550100');
 

@@ -34,12 +34,12 @@ REVOKE ALL ON @extschema@.line_status_cache, @extschema@.line_status_cache_alias
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.line_status_cache', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.line_status_cache_alias', '');
 
-CREATE FUNCTION @extschema@.line_status_normalize(phone text)
+CREATE FUNCTION @extschema@.line_status_normalize(phone text, country_code text DEFAULT NULL)
 RETURNS text
 AS 'MODULE_PATHNAME', 'line_status_normalize'
-LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+LANGUAGE C IMMUTABLE CALLED ON NULL INPUT PARALLEL SAFE;
 
-COMMENT ON FUNCTION @extschema@.line_status_normalize(text) IS
+COMMENT ON FUNCTION @extschema@.line_status_normalize(text, text) IS
 	'The number as line_status() sends it (+digits, or digits in national format), or NULL if it cannot be a phone number';
 
 CREATE FUNCTION @extschema@.line_status_refresh(phone text, country_code text DEFAULT NULL)
@@ -59,7 +59,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	num		text := @extschema@.line_status_normalize(phone);
+	num		text := @extschema@.line_status_normalize(phone, country_code);
 	cc		text := upper(country_code);
 	e164	text;
 	n		bigint;

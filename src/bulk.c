@@ -138,6 +138,16 @@ ls_bulk_result(LsBulk *b, BulkEntry *e, LsResult *res)
 	}
 }
 
+/*
+ * ls_bulk_country: the country to send with an entry: the call's country for
+ * a national number, none for an E.164 one.
+ */
+const char *
+ls_bulk_country(LsBulk *b, BulkEntry *e)
+{
+	return e->key[0] == '+' ? NULL : b->country;
+}
+
 /* due_cmp: order the retry heap so that its top is the earliest due. */
 static int
 due_cmp(Datum a, Datum b, void *arg)
@@ -213,7 +223,7 @@ ls_bulk_fetch(LsBulk *b)
 			t = ls_http_acquire();
 			t->arg = e;
 			old = MemoryContextSwitchTo(answer_cxt);
-			ls_twilio_start(t, ls_twilio_url(e->key, b->country));
+			ls_twilio_start(t, ls_twilio_url(e->key, ls_bulk_country(b, e)));
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(answer_cxt);
 			if (ls_max_rate > 0)
@@ -260,7 +270,7 @@ ls_bulk_fetch(LsBulk *b)
 				ls_http_release(t);
 				if (ok)
 				{
-					ls_cache_put(b->cache, e->key, b->country, &res);
+					ls_cache_put(b->cache, e->key, ls_bulk_country(b, e), &res);
 					ls_bulk_record(b, e, &res);
 					done++;
 					streak_429 = 0;

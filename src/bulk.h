@@ -52,5 +52,6 @@ typedef struct LsBulk
 extern void ls_bulk_record(LsBulk *b, BulkEntry *e, LsResult *res);
 extern void ls_bulk_result(LsBulk *b, BulkEntry *e, LsResult *res);
 extern void ls_bulk_fetch(LsBulk *b);
+extern const char *ls_bulk_country(LsBulk *b, BulkEntry *e);
 
 #endif							/* LINE_STATUS_BULK_H */

@@ -305,8 +305,9 @@ ls_cache_get(LsCache *c, const char *number, const char *country, LsResult *res)
 typedef enum KeyState
 {
 	KEY_ABSENT,					/* no row */
-	KEY_PRESENT,				/* a committed row, or our own */
-	KEY_BUSY					/* another transaction is writing it */
+	KEY_PRESENT,				/* a committed row we may update, or our own */
+	KEY_BUSY					/* another transaction is writing it, or has
+								 * written it since our snapshot */
 } KeyState;
 
 /*
@@ -336,6 +337,18 @@ key_state(Oid relid, Oid idxid, int nkeys, Datum *keys)
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		if (TransactionIdIsValid(dirty.xmin) || TransactionIdIsValid(dirty.xmax))
+		{
+			state = KEY_BUSY;
+			break;
+		}
+
+		/*
+		 * Under REPEATABLE READ or SERIALIZABLE, a row committed after our
+		 * snapshot cannot be updated (40001), and it is as new as our
+		 * answer anyway: leave it.
+		 */
+		if (IsolationUsesXactSnapshot() &&
+			!table_tuple_satisfies_snapshot(heap, slot, GetTransactionSnapshot()))
 		{
 			state = KEY_BUSY;
 			break;
@@ -574,7 +587,10 @@ ls_memo_put(const char *number, const char *country, LsResult *res)
 	e->res = *res;
 	e->res.phone_number = res->phone_number ? pstrdup(res->phone_number) : NULL;
 	e->res.country_code = res->country_code ? pstrdup(res->country_code) : NULL;
-	e->res.response = res->response ?
-		(Jsonb *) pnstrdup((char *) res->response, VARSIZE(res->response)) : NULL;
+	if (res->response)
+	{
+		e->res.response = palloc(VARSIZE(res->response));
+		memcpy(e->res.response, res->response, VARSIZE(res->response));
+	}
 	MemoryContextSwitchTo(old);
 }

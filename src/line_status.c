@@ -142,6 +142,29 @@ country_arg(FunctionCallInfo fcinfo, int argno, char *buf)
 }
 
 /*
+ * normalise: reduce an input to the number that is sent: E.164, or a
+ * national number (then country is not NULL), or a reason it is rejected
+ * (a national number without a country cannot be looked up).
+ */
+static PhoneVerdict
+normalise(text *phone, const char *country, char number[PHONE_BUFSIZE])
+{
+	PhoneVerdict verdict = phone_normalise(VARDATA_ANY(phone), VARSIZE_ANY_EXHDR(phone), number);
+	char		e164[PHONE_BUFSIZE];
+
+	if (verdict != PHONE_NATIONAL)
+		return verdict;
+	if (country == NULL)
+		return PHONE_NO_COUNTRY;
+	if (phone_national_to_e164(number, country, e164))
+	{
+		strcpy(number, e164);
+		return PHONE_E164;
+	}
+	return PHONE_NATIONAL;
+}
+
+/*
  * call_state: this call site's state, set up on its first call: the result
  * descriptor (from the function's declaration, never from search_path) and
  * where the cache is.
@@ -210,12 +233,13 @@ lookup(FunctionCallInfo fcinfo, bool force)
 		PG_RETURN_NULL();
 	phone = PG_GETARG_TEXT_PP(0);
 
-	verdict = phone_normalise(VARDATA_ANY(phone), VARSIZE_ANY_EXHDR(phone), number);
-	if ((verdict != PHONE_E164 && verdict != PHONE_NATIONAL) ||
-		(verdict == PHONE_NATIONAL && country == NULL))
-		ls_result_rejected(&res);
+	verdict = normalise(phone, country, number);
+	if (verdict == PHONE_E164)
+		check_number(st, number, NULL, force, &res);
+	else if (verdict == PHONE_NATIONAL)
+		check_number(st, number, country, force, &res);
 	else
-		check_number(st, number, verdict == PHONE_NATIONAL ? country : NULL, force, &res);
+		ls_result_rejected(&res);
 
 	PG_RETURN_DATUM(result_tuple(st, &res));
 }
@@ -238,18 +262,22 @@ line_status_refresh(PG_FUNCTION_ARGS)
 }
 
 /*
- * line_status_normalize(phone text) returns text: the form line_status()
- * sends ("+digits", or digits for a national number), or NULL when the
- * input cannot be a phone number.  Useful to join results back to rows.
+ * line_status_normalize(phone text, country_code text) returns text: the
+ * number as line_status() sends it ("+digits"; digits for a national number
+ * it cannot rewrite as E.164), or NULL when the input cannot be a phone
+ * number.  Useful to join results back to rows.
  */
 Datum
 line_status_normalize(PG_FUNCTION_ARGS)
 {
-	text	   *phone = PG_GETARG_TEXT_PP(0);
+	char		cbuf[3];
+	const char *country = country_arg(fcinfo, 1, cbuf);
 	char		number[PHONE_BUFSIZE];
 	PhoneVerdict verdict;
 
-	verdict = phone_normalise(VARDATA_ANY(phone), VARSIZE_ANY_EXHDR(phone), number);
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	verdict = normalise(PG_GETARG_TEXT_PP(0), country, number);
 	if (verdict != PHONE_E164 && verdict != PHONE_NATIONAL)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(number));
@@ -318,9 +346,8 @@ line_status_bulk(PG_FUNCTION_ARGS)
 			continue;
 		}
 		t = (text *) DatumGetPointer(elems[i]);
-		verdict = phone_normalise(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), number);
-		if ((verdict != PHONE_E164 && verdict != PHONE_NATIONAL) ||
-			(verdict == PHONE_NATIONAL && b.country == NULL))
+		verdict = normalise(t, b.country, number);
+		if (verdict != PHONE_E164 && verdict != PHONE_NATIONAL)
 		{
 			entries[i] = &rejected_entry;
 			continue;
@@ -341,11 +368,10 @@ line_status_bulk(PG_FUNCTION_ARGS)
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
 		LsResult	res;
-		const char *country = e->key[0] == '+' ? NULL : b.country;
 
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(row_cxt);
-		if (ls_cache_get(b.cache, e->key, country, &res))
+		if (ls_cache_get(b.cache, e->key, ls_bulk_country(&b, e), &res))
 			ls_bulk_record(&b, e, &res);
 		else
 			b.misses[b.nmisses++] = e;

@@ -15,6 +15,8 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <string.h>
+
 #include "phone.h"
 
 /*
@@ -106,6 +108,8 @@ phone_verdict_text(PhoneVerdict verdict)
 			return "too many digits";
 		case PHONE_BAD_COUNTRY_PREFIX:
 			return "country code starting with 0";
+		case PHONE_NO_COUNTRY:
+			return "national number without a country";
 	}
 	return "unknown";
 }
@@ -132,5 +136,36 @@ phone_country_normalise(const char *in, size_t len, char out[3])
 		out[i] = c;
 	}
 	out[2] = '\0';
+	return true;
+}
+
+/*
+ * phone_national_to_e164: rewrite a national number as E.164 where the rule
+ * is exact and needs no numbering plan: the North American Numbering Plan
+ * (US and CA: ten digits, or eleven starting with the trunk prefix 1).
+ * Then a national lookup hits the cache entry of the same E.164 number
+ * instead of paying for it again.  Elsewhere (trunk prefixes that some
+ * countries keep, variable lengths) Twilio decides; false.
+ */
+bool
+phone_national_to_e164(const char *number, const char *country,
+					   char out[PHONE_BUFSIZE])
+{
+	size_t		n = strlen(number);
+
+	if (!(country[0] == 'U' && country[1] == 'S') &&
+		!(country[0] == 'C' && country[1] == 'A'))
+		return false;
+	if (n == 11 && number[0] == '1')
+	{
+		number++;
+		n--;
+	}
+	/* NANP area codes and exchanges never start with 0 or 1. */
+	if (n != 10 || number[0] < '2' || number[3] < '2')
+		return false;
+	out[0] = '+';
+	out[1] = '1';
+	memcpy(out + 2, number, 11);
 	return true;
 }

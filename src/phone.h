@@ -29,12 +29,15 @@ typedef enum PhoneVerdict
 	PHONE_BAD_CHARACTER,
 	PHONE_TOO_SHORT,
 	PHONE_TOO_LONG,
-	PHONE_BAD_COUNTRY_PREFIX	/* "+0...": no country code starts with 0 */
+	PHONE_BAD_COUNTRY_PREFIX,	/* "+0...": no country code starts with 0 */
+	PHONE_NO_COUNTRY			/* national number, but no country given */
 } PhoneVerdict;
 
 extern PhoneVerdict phone_normalise(const char *in, size_t len,
 									char out[PHONE_BUFSIZE]);
 extern const char *phone_verdict_text(PhoneVerdict verdict);
 extern bool phone_country_normalise(const char *in, size_t len, char out[3]);
+extern bool phone_national_to_e164(const char *number, const char *country,
+								   char out[PHONE_BUFSIZE]);
 
 #endif							/* LINE_STATUS_PHONE_H */

@@ -317,11 +317,15 @@ def test_no_request_for_bad_input():
 
 def test_request_path_exact():
     """The exact request line the API receives, with and without a country."""
-    for args, path in (
-            (('+14155550100', None), '/v2/PhoneNumbers/%2B14155550100?Fields=line_status'),
-            (('4155550100', 'US'), '/v2/PhoneNumbers/4155550100?Fields=line_status&CountryCode=US'),
-            (('(415) 555-0100', 'us'), '/v2/PhoneNumbers/4155550100?Fields=line_status&CountryCode=US'),
-            ((' +1 (415) 555.0100 ', None), '/v2/PhoneNumbers/%2B14155550100?Fields=line_status')):
+    # US/CA national numbers are rewritten as E.164 locally (an exact rule);
+    # other countries' national numbers go with CountryCode.
+    for args, path, e164 in (
+            (('+14155550100', None), '/v2/PhoneNumbers/%2B14155550100?Fields=line_status', '+14155550100'),
+            (('4155550100', 'US'), '/v2/PhoneNumbers/%2B14155550100?Fields=line_status', '+14155550100'),
+            (('(415) 555-0100', 'us'), '/v2/PhoneNumbers/%2B14155550100?Fields=line_status', '+14155550100'),
+            (('07700 900100', 'gb'), '/v2/PhoneNumbers/07700900100?Fields=line_status&CountryCode=GB',
+             '+447700900100'),
+            ((' +1 (415) 555.0100 ', None), '/v2/PhoneNumbers/%2B14155550100?Fields=line_status', '+14155550100')):
         conn = connect()     # a new backend each time, so no in-backend state is shared
         try:
             avoid_cache(conn)
@@ -330,7 +334,7 @@ def test_request_path_exact():
             st = standin_stats(summary=False)
         finally:
             conn.close()
-        assert row == ('+14155550100', 'active', True), '%r: %r' % (args, row)
+        assert row == (e164, 'active', True), '%r: %r' % (args, row)
         assert st['paths'] == [path], 'line_status%r: expected request path %r, the stand-in saw %r' % (
             args, path, st['paths'])
 
