@@ -27,9 +27,10 @@ PG_CPPFLAGS = -DLINE_STATUS_VERSION=\"$(EXTVERSION)\" $(shell $(CURL_CONFIG) --c
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
 SHLIB_LINK = $(shell $(CURL_CONFIG) --libs)
 
-# The version is compiled in (User-Agent), and every object uses the headers.
-$(OBJS): line_status.control $(wildcard src/*.h)
-
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# The version is compiled in (User-Agent), and every object uses the headers.
+# (After the include, so that PGXS's "all" stays the default goal.)
+$(OBJS): line_status.control $(wildcard src/*.h)

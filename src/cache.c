@@ -7,6 +7,10 @@
  * Reads go straight to the primary-key index (no SPI, no planner), so a
  * cached answer costs about what one index probe of a join costs.  They
  * need no privilege of the caller: ordinary roles have none on the table.
+ * They use the latest snapshot, not the statement's: they see answers that
+ * other sessions committed since the statement began, and (the writes are
+ * followed by CommandCounterIncrement) the statement's own earlier answers,
+ * so a number repeated in a statement of any size is paid for once.
  *
  * Writes run through SPI as the table's owner, with
  * SECURITY_RESTRICTED_OPERATION, with every name schema-qualified, so the
@@ -21,10 +25,10 @@
  * Nothing is waited for, nothing deadlocks, and ON CONFLICT DO NOTHING
  * keeps out duplicate-key errors even from writers that skip the protocol.
  *
- * The memo remembers every answer of the current top-level statement (up to
+ * The memo remembers the answers of the current top-level statement (up to
  * MEMO_MAX entries), so a number that appears twice in one statement is
- * asked for once, even when caching is off and even before the statement's
- * own cache writes are visible to it.
+ * asked for once even when nothing is written to the cache: caching off, or
+ * a read-only transaction.
  *
  *-------------------------------------------------------------------------
  */
@@ -175,7 +179,7 @@ probe(Relation heap, Relation idx, Datum key, TupleTableSlot *slot)
 	ScanKeyData skey;
 	IndexScanDesc scan;
 	bool		found;
-	Snapshot	snap = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
+	Snapshot	snap = GetLatestSnapshot();
 
 	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_TEXTEQ, key);
 	skey.sk_collation = idx->rd_indcollation[0];
@@ -210,7 +214,7 @@ resolve_alias(LsCache *c, const char *number, const char *country)
 	TupleTableSlot *slot = table_slot_create(heap, NULL);
 	ScanKeyData skey[2];
 	IndexScanDesc scan;
-	Snapshot	snap = ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
+	Snapshot	snap = GetLatestSnapshot();
 	char	   *e164 = NULL;
 
 	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(country));
@@ -512,6 +516,9 @@ ls_cache_put(LsCache *c, const char *number, const char *country, LsResult *res)
 	}
 	SPI_finish();
 	SetUserIdAndSecContext(save_userid, save_sec);
+
+	/* Make the new rows visible to the reads of this very statement. */
+	CommandCounterIncrement();
 }
 
 /* memo_key: the memo's key for a number and optional country. */

@@ -192,9 +192,9 @@ call_state(FunctionCallInfo fcinfo)
 
 /*
  * check_number: the answer for one normalised number: a fresh enough
- * cached one, else this statement's earlier answer (the statement's own
- * cache writes are not visible to it), else Twilio's, which is stored in the
- * cache and the memo.  force skips the first two.
+ * cached one, else this statement's earlier answer (for when nothing is
+ * written to the cache), else Twilio's, which is stored in the cache and
+ * the memo.  force skips the first two.
  */
 static void
 check_number(CallState *st, const char *number, const char *country,
