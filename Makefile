@@ -5,7 +5,7 @@ EXTENSION = line_status
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" line_status.control)
 
 MODULE_big = line_status
-OBJS = src/line_status.o src/settings.o src/phone.o src/http.o src/twilio.o src/cache.o src/bulk.o
+OBJS = src/line_status.o src/settings.o src/phone.o src/http.o src/twilio.o src/cache.o src/bulk.o src/trigger.o src/worker.o
 
 DATA = $(wildcard sql/line_status--*.sql)
 

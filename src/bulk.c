@@ -29,12 +29,15 @@
 
 #include "bulk.h"
 #include "settings.h"
+#include "worker.h"
 
 /* A number may meet this many 429s before it is given up on. */
 #define MAX_429_RETRIES 50
 
 /* After a 429 cuts the limit, the next cut waits at least this long. */
 #define COOL_DOWN_MS 250
+
+static void fetch(LsBulk *b);
 
 /* Header of a spilled answer; the three strings follow it. */
 typedef struct SpillHeader
@@ -63,11 +66,11 @@ spill_read(BufFile *f, void *p, size_t len)
 }
 
 /*
- * ls_bulk_record: keep an answer for an entry: its fixed fields in the
- * entry, the rest appended to the spill file.
+ * record: keep an answer for an entry: its fixed fields in the entry, the
+ * rest appended to the spill file.
  */
-void
-ls_bulk_record(LsBulk *b, BulkEntry *e, LsResult *res)
+static void
+record(LsBulk *b, BulkEntry *e, LsResult *res)
 {
 	SpillHeader h;
 
@@ -139,13 +142,106 @@ ls_bulk_result(LsBulk *b, BulkEntry *e, LsResult *res)
 }
 
 /*
- * ls_bulk_country: the country to send with an entry: the call's country for
- * a national number, none for an E.164 one.
+ * entry_number / entry_country: the number and the country (NULL for E.164)
+ * an entry stands for; its key is the country, if any, then the number.
  */
-const char *
-ls_bulk_country(LsBulk *b, BulkEntry *e)
+static const char *
+entry_number(BulkEntry *e)
 {
-	return e->key[0] == '+' ? NULL : b->country;
+	return e->key[0] == '+' ? e->key : e->key + 2;
+}
+
+static const char *
+entry_country(BulkEntry *e, char *buf)
+{
+	if (e->key[0] == '+')
+		return NULL;
+	buf[0] = e->key[0];
+	buf[1] = e->key[1];
+	buf[2] = '\0';
+	return buf;
+}
+
+/*
+ * ls_bulk_begin: a bulk lookup's state, in the current memory context,
+ * sized for about "expected" distinct numbers.
+ */
+LsBulk *
+ls_bulk_begin(LsCache *cache, long expected)
+{
+	LsBulk	   *b = palloc0(sizeof(LsBulk));
+	HASHCTL		ctl;
+
+	b->cache = cache;
+	ctl.keysize = sizeof(((BulkEntry *) NULL)->key);
+	ctl.entrysize = sizeof(BulkEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	b->distinct = hash_create("line_status bulk", expected + 16, &ctl,
+							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	b->spill = BufFileCreateTemp(false);
+	return b;
+}
+
+/*
+ * ls_bulk_add: the entry for a normalised number (and its country, for a
+ * national number), created on first sight.
+ */
+BulkEntry *
+ls_bulk_add(LsBulk *b, const char *number, const char *country)
+{
+	char		key[sizeof(((BulkEntry *) NULL)->key)];
+	BulkEntry  *e;
+	bool		found;
+
+	snprintf(key, sizeof(key), "%s%s", country ? country : "", number);
+	e = hash_search(b->distinct, key, HASH_ENTER, &found);
+	if (!found)
+		memset(((char *) e) + sizeof(e->key), 0, sizeof(BulkEntry) - sizeof(e->key));
+	return e;
+}
+
+/*
+ * ls_bulk_run: answer every entry: from the cache where it has a fresh
+ * answer, else from Twilio.
+ */
+void
+ls_bulk_run(LsBulk *b)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "line_status probe",
+											  ALLOCSET_DEFAULT_SIZES);
+	HASH_SEQ_STATUS seq;
+	BulkEntry  *e;
+
+	b->misses = palloc_extended(sizeof(BulkEntry *) * (hash_get_num_entries(b->distinct) + 1),
+								MCXT_ALLOC_HUGE);
+	hash_seq_init(&seq, b->distinct);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		LsResult	res;
+		char		cbuf[3];
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		old = MemoryContextSwitchTo(cxt);
+		if (ls_cache_get(b->cache, entry_number(e), entry_country(e, cbuf), &res))
+		{
+			ls_stats_cache_hit();
+			record(b, e, &res);
+		}
+		else
+			b->misses[b->nmisses++] = e;
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(cxt);
+	}
+	MemoryContextDelete(cxt);
+	fetch(b);
+}
+
+/* ls_bulk_end: release the temporary file. */
+void
+ls_bulk_end(LsBulk *b)
+{
+	BufFileClose(b->spill);
 }
 
 /* due_cmp: order the retry heap so that its top is the earliest due. */
@@ -170,13 +266,14 @@ ms_until(TimestampTz now, TimestampTz t)
 }
 
 /*
- * ls_bulk_fetch: fetch every entry in b->misses from Twilio, concurrently,
- * retrying what is worth retrying, and record each answer (and store it in
- * the cache).  A failure is raised as an ERROR when it is fatal or
- * line_status.on_error = error; otherwise it is recorded as a failed result.
+ * fetch: fetch every entry in b->misses from Twilio, concurrently, retrying
+ * what is worth retrying, and record each answer (and store it in the
+ * cache).  A failure is raised as an ERROR when it is fatal or
+ * line_status.on_error = error (unless keep_going); otherwise it is recorded
+ * as a failed result.
  */
-void
-ls_bulk_fetch(LsBulk *b)
+static void
+fetch(LsBulk *b)
 {
 	MemoryContext answer_cxt;
 	MemoryContext old;
@@ -188,6 +285,7 @@ ls_bulk_fetch(LsBulk *b)
 	TimestampTz next_start = 0;
 	int			next = 0;
 	int			done = 0;
+	char		cbuf[3];
 
 	if (b->nmisses == 0)
 		return;
@@ -223,7 +321,7 @@ ls_bulk_fetch(LsBulk *b)
 			t = ls_http_acquire();
 			t->arg = e;
 			old = MemoryContextSwitchTo(answer_cxt);
-			ls_twilio_start(t, ls_twilio_url(e->key, ls_bulk_country(b, e)));
+			ls_twilio_start(t, ls_twilio_url(entry_number(e), entry_country(e, cbuf)));
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(answer_cxt);
 			if (ls_max_rate > 0)
@@ -265,13 +363,13 @@ ls_bulk_fetch(LsBulk *b)
 			now = GetCurrentTimestamp();
 			if (verdict == LS_ANSWERED)
 			{
-				bool		ok = ls_twilio_read(t, e->key, &res, &failure);
+				bool		ok = ls_twilio_read(t, entry_number(e), &res, &failure);
 
 				ls_http_release(t);
 				if (ok)
 				{
-					ls_cache_put(b->cache, e->key, ls_bulk_country(b, e), &res);
-					ls_bulk_record(b, e, &res);
+					ls_cache_put(b->cache, entry_number(e), entry_country(e, cbuf), &res);
+					record(b, e, &res);
 					done++;
 					streak_429 = 0;
 					if (limit < ls_max_concurrency)
@@ -307,6 +405,7 @@ ls_bulk_fetch(LsBulk *b)
 					pause_until = Max(pause_until,
 									  now + ls_twilio_backoff_ms(0, t->retry_after_ms) * 1000);
 				e->due = now + ls_twilio_backoff_ms(Min(e->attempts_429 - 1, 5), t->retry_after_ms) * 1000;
+				ls_stats_retry();
 				ls_http_release(t);
 				binaryheap_add(retries, PointerGetDatum(e));
 			}
@@ -314,22 +413,23 @@ ls_bulk_fetch(LsBulk *b)
 			{
 				e->due = now + ls_twilio_backoff_ms(e->attempts, t->retry_after_ms) * 1000;
 				e->attempts++;
+				ls_stats_retry();
 				ls_http_release(t);
 				binaryheap_add(retries, PointerGetDatum(e));
 			}
 			else
 			{
-				ls_twilio_failure(t, e->key, e->attempts + e->attempts_429 + 1, &failure);
+				ls_twilio_failure(t, entry_number(e), e->attempts + e->attempts_429 + 1, &failure);
 				ls_http_release(t);
 				final = true;
 			}
 
 			if (final)
 			{
-				if (failure.fatal || ls_on_error == LS_ON_ERROR_ERROR)
+				if (failure.fatal || (ls_on_error == LS_ON_ERROR_ERROR && !b->keep_going))
 					ls_twilio_raise(&failure);
 				ls_result_failed(&failure, &res);
-				ls_bulk_record(b, e, &res);
+				record(b, e, &res);
 				done++;
 			}
 			MemoryContextSwitchTo(old);

@@ -10,6 +10,7 @@
 #define LINE_STATUS_BULK_H
 
 #include "storage/buffile.h"
+#include "utils/hsearch.h"
 
 #include "cache.h"
 #include "phone.h"
@@ -22,7 +23,7 @@
  */
 typedef struct BulkEntry
 {
-	char		key[PHONE_BUFSIZE]; /* normalised number (hash key) */
+	char		key[PHONE_BUFSIZE + 3]; /* "CC" (or "") + normalised number */
 	bool		done;
 	int8		status;			/* LsStatus */
 	bool		has_valid;
@@ -43,15 +44,17 @@ typedef struct BulkEntry
 typedef struct LsBulk
 {
 	LsCache    *cache;
-	const char *country;		/* for national numbers, or NULL */
+	HTAB	   *distinct;		/* BulkEntry by key */
 	BufFile    *spill;
 	BulkEntry **misses;			/* entries to fetch from Twilio */
 	int			nmisses;
+	bool		keep_going;		/* record failures, whatever on_error says */
 } LsBulk;
 
-extern void ls_bulk_record(LsBulk *b, BulkEntry *e, LsResult *res);
+extern LsBulk *ls_bulk_begin(LsCache *cache, long expected);
+extern BulkEntry *ls_bulk_add(LsBulk *b, const char *number, const char *country);
+extern void ls_bulk_run(LsBulk *b);
 extern void ls_bulk_result(LsBulk *b, BulkEntry *e, LsResult *res);
-extern void ls_bulk_fetch(LsBulk *b);
-extern const char *ls_bulk_country(LsBulk *b, BulkEntry *e);
+extern void ls_bulk_end(LsBulk *b);
 
 #endif							/* LINE_STATUS_BULK_H */

@@ -62,6 +62,7 @@
 #include "cache.h"
 #include "phone.h"
 #include "settings.h"
+#include "worker.h"
 
 /* Columns of line_status_cache, in table order. */
 enum
@@ -114,17 +115,17 @@ static SPIPlanPtr plans[3];
 static Oid	plans_nsp = InvalidOid;
 
 /*
- * ls_cache_init: find the extension's objects next to the calling function
- * (its schema is the extension's), never through search_path.  A missing
- * cache table (an old extension version) leaves caching off.
+ * ls_cache_init: find the extension's objects in its schema nsp (the schema
+ * of the calling function), never through search_path.  A missing cache
+ * table (an old extension version) leaves caching off.
  */
 void
-ls_cache_init(LsCache *c, Oid fn_oid)
+ls_cache_init(LsCache *c, Oid nsp)
 {
 	int			i;
 
 	memset(c, 0, sizeof(*c));
-	c->nsp = get_func_namespace(fn_oid);
+	c->nsp = nsp;
 	c->status_type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
 									 CStringGetDatum("line_status_status"),
 									 ObjectIdGetDatum(c->nsp));
@@ -438,9 +439,11 @@ prepare_plans(LsCache *c)
  * stored under the E.164 number Twilio returned, with an alias row for
  * (country, national number); an answer without an E.164 number is not
  * stored.  Read-only transactions skip the write, and so does a key that
- * another transaction is writing at this moment: its answer will be there.
+ * another transaction is writing at this moment (then the result is false):
+ * its answer will be there.  Either way the answer is handed to the
+ * background worker, which stores it if this transaction does not commit.
  */
-void
+bool
 ls_cache_put(LsCache *c, const char *number, const char *country, LsResult *res)
 {
 	Oid			save_userid;
@@ -451,18 +454,22 @@ ls_cache_put(LsCache *c, const char *number, const char *country, LsResult *res)
 	LOCKTAG		tag;
 	KeyState	state;
 
+	bool		stored = true;
+
 	if (!ls_cache_enabled(c) || res->response == NULL || res->failed)
-		return;
+		return true;
 	if (country != NULL)
 	{
 		if (res->phone_number == NULL || res->phone_number[0] != '+')
-			return;
+			return true;
 		key = res->phone_number;
 	}
 	else
 		key = number;
+	/* Paid for: if this transaction cannot keep it, the worker will. */
+	ls_worker_handoff(key, number, country, res);
 	if (XactReadOnly || RecoveryInProgress())
-		return;
+		return true;
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = CStringGetTextDatum(key);
@@ -495,8 +502,12 @@ ls_cache_put(LsCache *c, const char *number, const char *country, LsResult *res)
 			SPI_execute_plan(plans[PLAN_INSERT], values, nulls, false, 0);
 		else if (state == KEY_PRESENT)
 			SPI_execute_plan(plans[PLAN_UPDATE], values, nulls, false, 0);
+		else
+			stored = false;
 		unlock_key(&tag);
 	}
+	else
+		stored = false;
 
 	if (country != NULL)
 	{
@@ -519,6 +530,7 @@ ls_cache_put(LsCache *c, const char *number, const char *country, LsResult *res)
 
 	/* Make the new rows visible to the reads of this very statement. */
 	CommandCounterIncrement();
+	return stored;
 }
 
 /* memo_key: the memo's key for a number and optional country. */
@@ -600,4 +612,31 @@ ls_memo_put(const char *number, const char *country, LsResult *res)
 		memcpy(e->res.response, res->response, VARSIZE(res->response));
 	}
 	MemoryContextSwitchTo(old);
+}
+
+
+/*
+ * ls_check_number: the answer for one normalised number: a fresh enough
+ * cached one, else this statement's earlier answer (for when nothing is
+ * written to the cache), else Twilio's, which is stored in the cache (and
+ * handed to the background worker, so that it outlives a rollback) and in
+ * the memo.  force skips the first two.
+ */
+void
+ls_check_number(LsCache *c, const char *number, const char *country,
+				bool force, LsResult *res)
+{
+	if (!force)
+	{
+		if (ls_cache_get(c, number, country, res))
+		{
+			ls_stats_cache_hit();
+			return;
+		}
+		if (ls_memo_get(number, country, res))
+			return;
+	}
+	ls_twilio_lookup(number, country, res);
+	ls_cache_put(c, number, country, res);
+	ls_memo_put(number, country, res);
 }

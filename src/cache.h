@@ -23,13 +23,15 @@ typedef struct LsCache
 	Oid			status_oids[LS_NUM_STATUSES];	/* its values */
 } LsCache;
 
-extern void ls_cache_init(LsCache *c, Oid fn_oid);
+extern void ls_cache_init(LsCache *c, Oid nsp);
 extern bool ls_cache_enabled(LsCache *c);
 extern bool ls_cache_get(LsCache *c, const char *number, const char *country,
 						 LsResult *res);
-extern void ls_cache_put(LsCache *c, const char *number, const char *country,
+extern bool ls_cache_put(LsCache *c, const char *number, const char *country,
 						 LsResult *res);
 extern bool ls_memo_get(const char *number, const char *country, LsResult *res);
 extern void ls_memo_put(const char *number, const char *country, LsResult *res);
+extern void ls_check_number(LsCache *c, const char *number, const char *country,
+							bool force, LsResult *res);
 
 #endif							/* LINE_STATUS_CACHE_H */

@@ -33,6 +33,7 @@
 
 #include "http.h"
 #include "settings.h"
+#include "worker.h"
 
 #if LIBCURL_VERSION_NUM < 0x074200	/* 7.66.0: curl_multi_poll() */
 #error "line_status needs libcurl 7.66.0 or later"
@@ -371,6 +372,12 @@ collect(void)
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
 		t->result = msg->data.result;
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->http_status);
+		{
+			double		total = 0;
+
+			curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &total);
+			ls_stats_request(total * 1000.0);
+		}
 		if (t->too_large)
 			t->result = CURLE_FILESIZE_EXCEEDED;
 		detach(t);
@@ -474,6 +481,16 @@ ls_http_timing(LsTransfer *t, LsTiming *timing)
 		timing->first_byte = v * 1000.0;
 	if (curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &v) == CURLE_OK)
 		timing->total = v * 1000.0;
+	{
+		long		n;
+
+		if (curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK)
+			timing->reused = n == 0;
+		if (curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &n) == CURLE_OK)
+			timing->sent = n > 0;
+		if (curl_easy_getinfo(t->easy, CURLINFO_HEADER_SIZE, &n) == CURLE_OK)
+			timing->headers = n > 0;
+	}
 }
 
 /*

@@ -44,6 +44,9 @@ typedef struct LsTiming
 	double		tls;
 	double		first_byte;
 	double		total;
+	bool		reused;			/* on a kept connection: no DNS, connect, TLS */
+	bool		sent;			/* the request went out */
+	bool		headers;		/* response headers came back */
 } LsTiming;
 
 extern LsTransfer *ls_http_acquire(void);

@@ -20,12 +20,15 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #include "bulk.h"
 #include "cache.h"
 #include "phone.h"
 #include "settings.h"
+#include "trigger.h"
+#include "worker.h"
 #include "twilio.h"
 
 PG_MODULE_MAGIC;
@@ -34,6 +37,7 @@ PG_FUNCTION_INFO_V1(line_status_lookup);
 PG_FUNCTION_INFO_V1(line_status_refresh);
 PG_FUNCTION_INFO_V1(line_status_normalize);
 PG_FUNCTION_INFO_V1(line_status_bulk);
+PG_FUNCTION_INFO_V1(line_status_trigger);
 
 /* Column positions of line_status_result. */
 enum
@@ -58,11 +62,15 @@ typedef struct CallState
 
 void		_PG_init(void);
 
-/* _PG_init: declare the settings when the library is loaded. */
+/*
+ * _PG_init: declare the settings when the library is loaded; with
+ * shared_preload_libraries, also shared memory and the background worker.
+ */
 void
 _PG_init(void)
 {
 	ls_define_settings();
+	ls_worker_init();
 }
 
 /*
@@ -183,33 +191,11 @@ call_state(FunctionCallInfo fcinfo)
 		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 			elog(ERROR, "function returning line_status_result called in a context that cannot accept it");
 		st->tupdesc = BlessTupleDesc(tupdesc);
-		ls_cache_init(&st->cache, fcinfo->flinfo->fn_oid);
+		ls_cache_init(&st->cache, get_func_namespace(fcinfo->flinfo->fn_oid));
 		MemoryContextSwitchTo(old);
 		fcinfo->flinfo->fn_extra = st;
 	}
 	return st;
-}
-
-/*
- * check_number: the answer for one normalised number: a fresh enough
- * cached one, else this statement's earlier answer (for when nothing is
- * written to the cache), else Twilio's, which is stored in the cache and
- * the memo.  force skips the first two.
- */
-static void
-check_number(CallState *st, const char *number, const char *country,
-			 bool force, LsResult *res)
-{
-	if (!force)
-	{
-		if (ls_cache_get(&st->cache, number, country, res))
-			return;
-		if (ls_memo_get(number, country, res))
-			return;
-	}
-	ls_twilio_lookup(number, country, res);
-	ls_cache_put(&st->cache, number, country, res);
-	ls_memo_put(number, country, res);
 }
 
 /*
@@ -235,9 +221,9 @@ lookup(FunctionCallInfo fcinfo, bool force)
 
 	verdict = normalise(phone, country, number);
 	if (verdict == PHONE_E164)
-		check_number(st, number, NULL, force, &res);
+		ls_check_number(&st->cache, number, NULL, force, &res);
 	else if (verdict == PHONE_NATIONAL)
-		check_number(st, number, country, force, &res);
+		ls_check_number(&st->cache, number, country, force, &res);
 	else
 		ls_result_rejected(&res);
 
@@ -291,8 +277,8 @@ static BulkEntry rejected_entry;
  * setof line_status_bulk_result: one row per element, in input order, with
  * the element beside its answer.  Each distinct number is looked up once:
  * from the cache if it holds a fresh answer, else from Twilio, concurrently
- * (bulk.c).  Memory is bounded: answers are spilled to a temporary file and
- * rows go to a tuplestore, which spills past work_mem.
+ * (bulk.c).  Answers are spilled to a temporary file and rows go to a
+ * tuplestore, which spills past work_mem.
  */
 Datum
 line_status_bulk(PG_FUNCTION_ARGS)
@@ -300,43 +286,32 @@ line_status_bulk(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	CallState  *st;
 	char		cbuf[3];
+	const char *country;
 	ArrayType  *arr;
 	Datum	   *elems;
 	bool	   *elem_nulls;
 	int			n;
 	int			i;
 	BulkEntry **entries;
-	HTAB	   *distinct;
-	HASHCTL		ctl;
-	HASH_SEQ_STATUS seq;
-	BulkEntry  *e;
-	LsBulk		b;
+	LsBulk	   *b;
 	MemoryContext row_cxt;
 	MemoryContext old;
 
 	InitMaterializedSRF(fcinfo, 0);
 	st = call_state(fcinfo);
-	memset(&b, 0, sizeof(b));
-	b.cache = &st->cache;
-	b.country = country_arg(fcinfo, 1, cbuf);
+	country = country_arg(fcinfo, 1, cbuf);
 	if (PG_ARGISNULL(0))
 		return (Datum) 0;
 	arr = PG_GETARG_ARRAYTYPE_P(0);
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elem_nulls, &n);
 
 	/* Each distinct number once. */
-	ctl.keysize = PHONE_BUFSIZE;
-	ctl.entrysize = sizeof(BulkEntry);
-	ctl.hcxt = CurrentMemoryContext;
-	distinct = hash_create("line_status bulk", Min(n, 1024) + 16, &ctl,
-						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	b = ls_bulk_begin(&st->cache, Min(n, 1024));
 	entries = palloc_extended(sizeof(BulkEntry *) * Max(n, 1), MCXT_ALLOC_HUGE);
 	for (i = 0; i < n; i++)
 	{
 		char		number[PHONE_BUFSIZE];
 		PhoneVerdict verdict;
-		bool		found;
-		text	   *t;
 
 		if ((i & 1023) == 0)
 			CHECK_FOR_INTERRUPTS();
@@ -345,42 +320,21 @@ line_status_bulk(PG_FUNCTION_ARGS)
 			entries[i] = NULL;
 			continue;
 		}
-		t = (text *) DatumGetPointer(elems[i]);
-		verdict = normalise(t, b.country, number);
-		if (verdict != PHONE_E164 && verdict != PHONE_NATIONAL)
-		{
+		verdict = normalise((text *) DatumGetPointer(elems[i]), country, number);
+		if (verdict == PHONE_E164)
+			entries[i] = ls_bulk_add(b, number, NULL);
+		else if (verdict == PHONE_NATIONAL)
+			entries[i] = ls_bulk_add(b, number, country);
+		else
 			entries[i] = &rejected_entry;
-			continue;
-		}
-		e = hash_search(distinct, number, HASH_ENTER, &found);
-		if (!found)
-			memset(((char *) e) + PHONE_BUFSIZE, 0, sizeof(BulkEntry) - PHONE_BUFSIZE);
-		entries[i] = e;
 	}
 
 	/* The cache first; what it lacks is fetched, concurrently. */
-	b.spill = BufFileCreateTemp(false);
-	b.misses = palloc_extended(sizeof(BulkEntry *) * (hash_get_num_entries(distinct) + 1),
-							   MCXT_ALLOC_HUGE);
-	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "line_status row",
-									ALLOCSET_DEFAULT_SIZES);
-	hash_seq_init(&seq, distinct);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		LsResult	res;
-
-		CHECK_FOR_INTERRUPTS();
-		old = MemoryContextSwitchTo(row_cxt);
-		if (ls_cache_get(b.cache, e->key, ls_bulk_country(&b, e), &res))
-			ls_bulk_record(&b, e, &res);
-		else
-			b.misses[b.nmisses++] = e;
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(row_cxt);
-	}
-	ls_bulk_fetch(&b);
+	ls_bulk_run(b);
 
 	/* One row per element, in input order. */
+	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "line_status row",
+									ALLOCSET_DEFAULT_SIZES);
 	for (i = 0; i < n; i++)
 	{
 		Datum		values[NUM_RESULT_COLS + 1];
@@ -399,13 +353,31 @@ line_status_bulk(PG_FUNCTION_ARGS)
 			if (entries[i] == &rejected_entry)
 				ls_result_rejected(&res);
 			else
-				ls_bulk_result(&b, entries[i], &res);
+				ls_bulk_result(b, entries[i], &res);
 			result_values(st, &res, values + 1, nulls + 1);
 		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(row_cxt);
 	}
-	BufFileClose(b.spill);
+	ls_bulk_end(b);
 	return (Datum) 0;
+}
+
+/*
+ * line_status_trigger(): the row trigger (trigger.c).  Its call state holds
+ * where the cache is, like the other entry points'.
+ */
+Datum
+line_status_trigger(PG_FUNCTION_ARGS)
+{
+	CallState  *st = (CallState *) fcinfo->flinfo->fn_extra;
+
+	if (st == NULL)
+	{
+		st = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(CallState));
+		ls_cache_init(&st->cache, get_func_namespace(fcinfo->flinfo->fn_oid));
+		fcinfo->flinfo->fn_extra = st;
+	}
+	return line_status_trigger_impl(fcinfo, &st->cache);
 }

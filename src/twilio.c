@@ -22,6 +22,7 @@
 #include "utils/numeric.h"
 
 #include "settings.h"
+#include "worker.h"
 #include "twilio.h"
 
 /* Backoff: 200 ms doubling per attempt, at most 10 s; Retry-After up to 60 s. */
@@ -123,7 +124,7 @@ ls_twilio_start(LsTransfer *t, const char *url)
 
 /*
  * ls_twilio_verdict: 429, 5xx and connection faults are worth another try;
- * timeouts only before the connection was made (after that, Twilio may have
+ * timeouts only before the request went out (after that, Twilio may have
  * answered and charged); everything else is final.
  */
 LsVerdict
@@ -148,7 +149,7 @@ ls_twilio_verdict(LsTransfer *t)
 				LsTiming timing;
 
 				ls_http_timing(t, &timing);
-				return timing.connect == 0 ? LS_RETRY : LS_FAILED;
+				return timing.sent ? LS_FAILED : LS_RETRY;
 			}
 		default:
 			return LS_FAILED;
@@ -344,7 +345,10 @@ ls_twilio_read(LsTransfer *t, const char *number, LsResult *res, LsFailure *f)
 
 	v = get_key(&jb->root, "line_status", &buf);
 	if (v == NULL || v->type == jbvNull)
+	{
+		ls_stats_answer(LS_STATUS_NONE);
 		return true;
+	}
 	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
 		return bad_answer(f, number, psprintf("\"line_status\" is %s, not an object.", jsonb_type_name(v)));
 	else
@@ -369,6 +373,7 @@ ls_twilio_read(LsTransfer *t, const char *number, LsResult *res, LsFailure *f)
 		else if (s != NULL && s->type != jbvNull)
 			return bad_answer(f, number, psprintf("\"line_status.error_code\" is %s, not a number.", jsonb_type_name(s)));
 	}
+	ls_stats_answer(res->status);
 	return true;
 }
 
@@ -420,18 +425,23 @@ timeout_detail(LsTransfer *t)
 	const char *phase;
 
 	ls_http_timing(t, &tm);
-	if (tm.dns == 0)
+	if (tm.headers)
+		phase = "reading the answer";
+	else if (tm.sent)
+		phase = "waiting for the answer";
+	else if (tm.reused)
+		phase = "sending the request";
+	else if (tm.dns == 0)
 		phase = "resolving the host name";
 	else if (tm.connect == 0)
 		phase = "connecting";
 	else if (tm.tls == 0 && pg_strncasecmp(ls_api_url, "https:", 6) == 0)
 		phase = "in the TLS handshake";
-	else if (tm.first_byte == 0)
-		phase = "waiting for the answer";
 	else
-		phase = "reading the answer";
-	return psprintf("The request timed out after %.0f ms %s (DNS %.0f ms, connect %.0f ms, TLS %.0f ms, first byte %.0f ms).",
-					tm.total, phase, tm.dns, tm.connect, tm.tls, tm.first_byte);
+		phase = "sending the request";
+	return psprintf("The request timed out after %.0f ms %s (%sDNS %.0f ms, connect %.0f ms, TLS %.0f ms, first byte %.0f ms).",
+					tm.total, phase, tm.reused ? "on a kept connection; " : "",
+					tm.dns, tm.connect, tm.tls, tm.first_byte);
 }
 
 /*
@@ -527,6 +537,7 @@ ls_twilio_failure(LsTransfer *t, const char *number, int attempts, LsFailure *f)
 void
 ls_twilio_raise(LsFailure *f)
 {
+	ls_stats_error(f);
 	ereport(ERROR,
 			(errcode(f->sqlstate),
 			 errmsg_internal("%s", f->message),
@@ -546,6 +557,7 @@ ls_result_failed(LsFailure *f, LsResult *res)
 	JsonbValue	k,
 				v;
 
+	ls_stats_error(f);
 	memset(res, 0, sizeof(*res));
 	res->status = LS_STATUS_UNKNOWN;
 	res->has_error_code = f->code != 0;
@@ -617,6 +629,7 @@ ls_twilio_lookup(const char *number, const char *country, LsResult *res)
 			long		delay = ls_twilio_backoff_ms(attempt, t->retry_after_ms);
 
 			ls_http_release(t);
+			ls_stats_retry();
 			ls_http_sleep(delay);
 			continue;
 		}
