@@ -7,7 +7,7 @@
  * Paid answers outlive the caller.  A backend's cache writes belong to its
  * transaction; when that rolls back, the answers Twilio already gave (and
  * charged for) would be lost.  So each backend remembers the answers it
- * paid for in the current transaction (up to HANDOFF_SLOTS), and on
+ * paid for in the current transaction (up to PENDING_MAX), and on
  * (sub)transaction abort copies them into a ring in shared memory; a
  * read-only transaction, which cannot write the cache, hands them over at
  * once.  The worker stores them in its own transactions, with the same
@@ -130,8 +130,19 @@ static LsShared *shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-/* This backend's answers paid in the current transaction. */
-static Handoff *pending = NULL;
+/* An answer this backend paid for in the current transaction. */
+typedef struct Pending
+{
+	char		number[PHONE_BUFSIZE];
+	char		country[3];
+	LsResult	res;			/* strings and response in pending_cxt */
+} Pending;
+
+/* At most this many per transaction are kept for a hand-off on rollback. */
+#define PENDING_MAX 1024
+
+static MemoryContext pending_cxt = NULL;
+static Pending *pending = NULL;
 static int	npending = 0;
 static bool enqueued = false;
 static bool xact_callback_registered = false;
@@ -456,6 +467,29 @@ push(Handoff *h, int n)
 		SetLatch(shared->worker_latch);
 }
 
+/* forget_pending: drop the remembered answers (they are stored, or handed over). */
+static void
+forget_pending(void)
+{
+	npending = 0;
+	if (pending_cxt)
+		MemoryContextReset(pending_cxt);
+}
+
+/* push_pending: hand every remembered answer to the worker, and forget them. */
+static void
+push_pending(void)
+{
+	int			i;
+	Handoff		h;
+
+	for (i = 0; i < npending; i++)
+		if (fill_handoff(&h, pending[i].number,
+						 pending[i].country[0] ? pending[i].country : NULL, &pending[i].res))
+			push(&h, 1);
+	forget_pending();
+}
+
 /*
  * xact_callback: on abort, hand this transaction's paid answers to the
  * worker; on commit they are stored already.  Wake the worker after a commit
@@ -465,14 +499,14 @@ static void
 xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		push(pending, npending);
+		push_pending();
 	if (event == XACT_EVENT_COMMIT && enqueued && shared && shared->worker_latch)
 		SetLatch(shared->worker_latch);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
 	{
-		npending = 0;
+		forget_pending();
 		enqueued = false;
 	}
 }
@@ -483,10 +517,7 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 				 SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		push(pending, npending);
-		npending = 0;
-	}
+		push_pending();
 }
 
 static void
@@ -528,11 +559,29 @@ ls_worker_handoff(const char *key, const char *number, const char *country,
 			push(&h, 1);
 		return;
 	}
-	if (pending == NULL)
-		pending = MemoryContextAlloc(TopMemoryContext, sizeof(Handoff) * HANDOFF_SLOTS);
 	register_callbacks();
-	if (npending < HANDOFF_SLOTS && fill_handoff(&pending[npending], number, country, res))
-		npending++;
+	if (npending == PENDING_MAX || res->response == NULL ||
+		VARSIZE(res->response) > HANDOFF_MAX_RESPONSE)
+		return;
+	if (pending_cxt == NULL)
+	{
+		pending_cxt = AllocSetContextCreate(TopMemoryContext, "line_status pending answers",
+											ALLOCSET_DEFAULT_SIZES);
+		pending = MemoryContextAlloc(TopMemoryContext, sizeof(Pending) * PENDING_MAX);
+	}
+	{
+		Pending    *p = &pending[npending++];
+		MemoryContext old = MemoryContextSwitchTo(pending_cxt);
+
+		strlcpy(p->number, number, sizeof(p->number));
+		strlcpy(p->country, country ? country : "", sizeof(p->country));
+		p->res = *res;
+		p->res.phone_number = res->phone_number ? pstrdup(res->phone_number) : NULL;
+		p->res.country_code = res->country_code ? pstrdup(res->country_code) : NULL;
+		p->res.response = palloc(VARSIZE(res->response));
+		memcpy(p->res.response, res->response, VARSIZE(res->response));
+		MemoryContextSwitchTo(old);
+	}
 }
 
 /* ---------------------------------------------------------------- queue */
