@@ -545,6 +545,21 @@ ls_twilio_raise(LsFailure *f)
 			 f->hint ? errhint("%s", f->hint) : 0));
 }
 
+/* push_string_pair: add "key": "value" to the object being built. */
+static void
+push_string_pair(JsonbParseState **state, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) key;
+	v.val.string.len = strlen(key);
+	pushJsonbValue(state, WJB_KEY, &v);
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
+	pushJsonbValue(state, WJB_VALUE, &v);
+}
+
 /*
  * ls_result_failed: the result that stands for a failure when
  * line_status.on_error = unknown: status unknown, Twilio's error code (or
@@ -554,8 +569,6 @@ void
 ls_result_failed(LsFailure *f, LsResult *res)
 {
 	JsonbParseState *state = NULL;
-	JsonbValue	k,
-				v;
 
 	ls_stats_error(f);
 	memset(res, 0, sizeof(*res));
@@ -567,26 +580,9 @@ ls_result_failed(LsFailure *f, LsResult *res)
 	res->failed = true;
 
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
-	k.type = jbvString;
-	k.val.string.val = "error";
-	k.val.string.len = 5;
-	pushJsonbValue(&state, WJB_KEY, &k);
-	v.type = jbvString;
-	v.val.string.val = f->message;
-	v.val.string.len = strlen(f->message);
-	pushJsonbValue(&state, WJB_VALUE, &v);
-	k.val.string.val = "detail";
-	k.val.string.len = 6;
-	pushJsonbValue(&state, WJB_KEY, &k);
-	v.val.string.val = f->detail;
-	v.val.string.len = strlen(f->detail);
-	pushJsonbValue(&state, WJB_VALUE, &v);
-	k.val.string.val = "sqlstate";
-	k.val.string.len = 8;
-	pushJsonbValue(&state, WJB_KEY, &k);
-	v.val.string.val = unpack_sql_state(f->sqlstate);
-	v.val.string.len = 5;
-	pushJsonbValue(&state, WJB_VALUE, &v);
+	push_string_pair(&state, "error", f->message);
+	push_string_pair(&state, "detail", f->detail);
+	push_string_pair(&state, "sqlstate", unpack_sql_state(f->sqlstate));
 	res->response = JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL));
 }
 

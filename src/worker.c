@@ -153,6 +153,40 @@ PG_FUNCTION_INFO_V1(line_status_stats);
 PG_FUNCTION_INFO_V1(line_status_stats_reset);
 PG_FUNCTION_INFO_V1(line_status_enqueue);
 
+/*
+ * zero_counters: set every statistic to zero and "since" to now; init for
+ * the first time (pg_atomic_init_u64), else by plain writes.
+ */
+static void
+zero_counters(bool init)
+{
+	pg_atomic_uint64 *all[7 + LS_NUM_STATUSES + 1 + NUM_ERR_KINDS + LATENCY_BUCKETS];
+	int			n = 0;
+	int			i;
+
+	all[n++] = &shared->requests;
+	all[n++] = &shared->cache_hits;
+	all[n++] = &shared->retries;
+	all[n++] = &shared->latency_sum_us;
+	all[n++] = &shared->handed_off;
+	all[n++] = &shared->handoffs_dropped;
+	all[n++] = &shared->stored_by_worker;
+	for (i = 0; i <= LS_NUM_STATUSES; i++)
+		all[n++] = &shared->answers[i];
+	for (i = 0; i < NUM_ERR_KINDS; i++)
+		all[n++] = &shared->errors[i];
+	for (i = 0; i < LATENCY_BUCKETS; i++)
+		all[n++] = &shared->latency[i];
+	for (i = 0; i < n; i++)
+	{
+		if (init)
+			pg_atomic_init_u64(all[i], 0);
+		else
+			pg_atomic_write_u64(all[i], 0);
+	}
+	shared->since = GetCurrentTimestamp();
+}
+
 /* shmem_request: ask for our shared memory and lock (PostgreSQL 15 hook). */
 static void
 shmem_request(void)
@@ -168,7 +202,6 @@ static void
 shmem_startup(void)
 {
 	bool		found;
-	int			i;
 
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
@@ -178,20 +211,7 @@ shmem_startup(void)
 	{
 		memset(shared, 0, offsetof(LsShared, ring));
 		shared->lock = &(GetNamedLWLockTranche("line_status"))->lock;
-		pg_atomic_init_u64(&shared->requests, 0);
-		pg_atomic_init_u64(&shared->cache_hits, 0);
-		pg_atomic_init_u64(&shared->retries, 0);
-		for (i = 0; i <= LS_NUM_STATUSES; i++)
-			pg_atomic_init_u64(&shared->answers[i], 0);
-		for (i = 0; i < NUM_ERR_KINDS; i++)
-			pg_atomic_init_u64(&shared->errors[i], 0);
-		pg_atomic_init_u64(&shared->latency_sum_us, 0);
-		for (i = 0; i < LATENCY_BUCKETS; i++)
-			pg_atomic_init_u64(&shared->latency[i], 0);
-		pg_atomic_init_u64(&shared->handed_off, 0);
-		pg_atomic_init_u64(&shared->handoffs_dropped, 0);
-		pg_atomic_init_u64(&shared->stored_by_worker, 0);
-		shared->since = GetCurrentTimestamp();
+		zero_counters(true);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -392,24 +412,9 @@ line_status_stats(PG_FUNCTION_ARGS)
 Datum
 line_status_stats_reset(PG_FUNCTION_ARGS)
 {
-	int			i;
-
 	require_shared();
-	pg_atomic_write_u64(&shared->requests, 0);
-	pg_atomic_write_u64(&shared->cache_hits, 0);
-	pg_atomic_write_u64(&shared->retries, 0);
-	for (i = 0; i <= LS_NUM_STATUSES; i++)
-		pg_atomic_write_u64(&shared->answers[i], 0);
-	for (i = 0; i < NUM_ERR_KINDS; i++)
-		pg_atomic_write_u64(&shared->errors[i], 0);
-	pg_atomic_write_u64(&shared->latency_sum_us, 0);
-	for (i = 0; i < LATENCY_BUCKETS; i++)
-		pg_atomic_write_u64(&shared->latency[i], 0);
-	pg_atomic_write_u64(&shared->handed_off, 0);
-	pg_atomic_write_u64(&shared->handoffs_dropped, 0);
-	pg_atomic_write_u64(&shared->stored_by_worker, 0);
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	shared->since = GetCurrentTimestamp();
+	zero_counters(false);
 	LWLockRelease(shared->lock);
 	PG_RETURN_VOID();
 }
