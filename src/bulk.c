@@ -320,6 +320,7 @@ fetch(LsBulk *b)
 
 			t = ls_http_acquire();
 			t->arg = e;
+			t->max_sends = Max(ls_max_retries + 1 - e->attempts, 1);
 			old = MemoryContextSwitchTo(answer_cxt);
 			ls_twilio_start(t, ls_twilio_url(entry_number(e), entry_country(e, cbuf)));
 			MemoryContextSwitchTo(old);
@@ -361,6 +362,8 @@ fetch(LsBulk *b)
 
 			old = MemoryContextSwitchTo(answer_cxt);
 			now = GetCurrentTimestamp();
+			/* libcurl's own resends count as attempts */
+			e->attempts += Max(t->sends, 1) - 1;
 			if (verdict == LS_ANSWERED)
 			{
 				bool		ok = ls_twilio_read(t, entry_number(e), &res, &failure);

@@ -123,6 +123,29 @@ read_header(char *data, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
+#if LIBCURL_VERSION_NUM >= 0x075000	/* 7.80.0: CURLOPT_PREREQFUNCTION */
+/*
+ * before_send: libcurl's pre-request callback, called each time the request
+ * is about to go out.  libcurl resends on its own when a kept connection
+ * dies before any answer; each send may be charged, so sends are counted
+ * and a resend beyond max_sends is refused.
+ */
+static int
+before_send(void *userdata, char *conn_primary_ip, char *conn_local_ip,
+			int conn_primary_port, int conn_local_port)
+{
+	LsTransfer *t = (LsTransfer *) userdata;
+
+	if (t->max_sends > 0 && t->sends >= t->max_sends)
+	{
+		t->resend_refused = true;
+		return CURL_PREREQFUNC_ABORT;
+	}
+	t->sends++;
+	return CURL_PREREQFUNC_OK;
+}
+#endif
+
 /* detach: take a transfer off the multi handle, aborting it if unfinished. */
 static void
 detach(LsTransfer *t)
@@ -243,6 +266,10 @@ set_fixed_options(LsTransfer *t)
 	SETOPT(h, CURLOPT_HEADERDATA, t);
 	SETOPT(h, CURLOPT_ERRORBUFFER, t->errbuf);
 	SETOPT(h, CURLOPT_PRIVATE, t);
+#if LIBCURL_VERSION_NUM >= 0x075000
+	SETOPT(h, CURLOPT_PREREQFUNCTION, before_send);
+	SETOPT(h, CURLOPT_PREREQDATA, t);
+#endif
 	t->custom_ca = false;
 }
 
@@ -328,6 +355,8 @@ ls_http_start(LsTransfer *t, const char *url, const char *user,
 	t->too_large = false;
 	t->retry_after_ms = -1;
 	t->errbuf[0] = '\0';
+	t->sends = 0;
+	t->resend_refused = false;
 
 	if (ls_ca_file != NULL && ls_ca_file[0] != '\0')
 	{
@@ -374,12 +403,21 @@ collect(void)
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->http_status);
 		{
 			double		total = 0;
+			int			i;
 
 			curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &total);
-			ls_stats_request(total * 1000.0);
+			for (i = 0; i < Max(t->sends, 1); i++)
+				ls_stats_request(total * 1000.0);
 		}
 		if (t->too_large)
 			t->result = CURLE_FILESIZE_EXCEEDED;
+		else if (t->resend_refused)
+		{
+			/* what the last send met; libcurl's text would name our callback */
+			t->result = CURLE_GOT_NOTHING;
+			strlcpy(t->errbuf, "Empty reply from server (the connection closed without an answer)",
+					sizeof(t->errbuf));
+		}
 		detach(t);
 		t->done = true;
 		finished[n_finished++] = t;

@@ -30,6 +30,10 @@ typedef struct LsTransfer
 	size_t		body_len;
 	size_t		body_cap;
 	bool		too_large;		/* body exceeded LS_HTTP_MAX_BODY */
+	int			max_sends;		/* most times the request may go out (0: any) */
+	int			sends;			/* times it went out: libcurl resends a request
+								 * whose kept connection died unanswered */
+	bool		resend_refused; /* a resend beyond max_sends was stopped */
 	long		retry_after_ms; /* Retry-After header, -1 when absent */
 	char		errbuf[CURL_ERROR_SIZE];
 

@@ -606,10 +606,13 @@ ls_twilio_lookup(const char *number, const char *country, LsResult *res)
 		LsTransfer *done;
 		LsVerdict	verdict;
 
+		t->max_sends = ls_max_retries + 1 - attempt;
 		ls_twilio_start(t, url);
 		done = ls_http_wait(-1);
 		Assert(done == t);
 		(void) done;
+		/* libcurl's own resends count as attempts */
+		attempt += Max(t->sends, 1) - 1;
 		verdict = ls_twilio_verdict(t);
 		if (verdict == LS_ANSWERED)
 		{
