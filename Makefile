@@ -9,7 +9,7 @@ OBJS = src/line_status.o src/settings.o src/phone.o src/http.o src/twilio.o src/
 
 DATA = $(wildcard sql/line_status--*.sql)
 
-REGRESS = core input errors privileges tls cache bulk upgrade
+REGRESS = core input errors privileges tls cache bulk upgrade trigger
 
 CURL_CONFIG ?= curl-config
 CURL_VERNUM := $(shell $(CURL_CONFIG) --vernum 2>/dev/null)

@@ -5,21 +5,20 @@
  *		module's initialisation.  Everything else lives in a file of its own:
  *		settings.c (GUCs), phone.c (normalisation), http.c (transport),
  *		twilio.c (request and answer), cache.c (cache table and memo),
- *		bulk.c (the concurrent engine for arrays).
+ *		bulk.c (the concurrent engine for arrays), trigger.c (the row
+ *		trigger), worker.c (shared memory, statistics, background worker).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "catalog/pg_enum.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
@@ -28,8 +27,8 @@
 #include "phone.h"
 #include "settings.h"
 #include "trigger.h"
-#include "worker.h"
 #include "twilio.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -149,27 +148,11 @@ country_arg(FunctionCallInfo fcinfo, int argno, char *buf)
 	return buf;
 }
 
-/*
- * normalise: reduce an input to the number that is sent: E.164, or a
- * national number (then country is not NULL), or a reason it is rejected
- * (a national number without a country cannot be looked up).
- */
+/* normalise: phone_resolve() for a text datum. */
 static PhoneVerdict
 normalise(text *phone, const char *country, char number[PHONE_BUFSIZE])
 {
-	PhoneVerdict verdict = phone_normalise(VARDATA_ANY(phone), VARSIZE_ANY_EXHDR(phone), number);
-	char		e164[PHONE_BUFSIZE];
-
-	if (verdict != PHONE_NATIONAL)
-		return verdict;
-	if (country == NULL)
-		return PHONE_NO_COUNTRY;
-	if (phone_national_to_e164(number, country, e164))
-	{
-		strcpy(number, e164);
-		return PHONE_E164;
-	}
-	return PHONE_NATIONAL;
+	return phone_resolve(VARDATA_ANY(phone), VARSIZE_ANY_EXHDR(phone), country, number);
 }
 
 /*

@@ -169,3 +169,31 @@ phone_national_to_e164(const char *number, const char *country,
 	memcpy(out + 2, number, 11);
 	return true;
 }
+
+/*
+ * phone_resolve: what is sent for an input and an optional country:
+ * PHONE_E164 (national US/CA numbers rewritten), PHONE_NATIONAL (digits, to
+ * go with the country), or why it cannot be looked up (a national number
+ * needs a country).
+ */
+PhoneVerdict
+phone_resolve(const char *in, size_t len, const char *country,
+			  char out[PHONE_BUFSIZE])
+{
+	PhoneVerdict verdict = phone_normalise(in, len, out);
+	char		e164[PHONE_BUFSIZE];
+
+	if (verdict != PHONE_NATIONAL)
+		return verdict;
+	if (country == NULL)
+	{
+		out[0] = '\0';
+		return PHONE_NO_COUNTRY;
+	}
+	if (phone_national_to_e164(out, country, e164))
+	{
+		memcpy(out, e164, PHONE_BUFSIZE);
+		return PHONE_E164;
+	}
+	return PHONE_NATIONAL;
+}

@@ -39,5 +39,7 @@ extern const char *phone_verdict_text(PhoneVerdict verdict);
 extern bool phone_country_normalise(const char *in, size_t len, char out[3]);
 extern bool phone_national_to_e164(const char *number, const char *country,
 								   char out[PHONE_BUFSIZE]);
+extern PhoneVerdict phone_resolve(const char *in, size_t len, const char *country,
+								  char out[PHONE_BUFSIZE]);
 
 #endif							/* LINE_STATUS_PHONE_H */

@@ -174,6 +174,25 @@ parse_config(TriggerData *td, Oid status_enum, TriggerConfig *cfg)
 		cfg->reject = REJECT_INVALID | (1 << LS_STATUS_INACTIVE);
 }
 
+/*
+ * phone_as_text: the phone column's value as the worker will compare it
+ * (column::text): without the blank padding of a char(n) column.
+ */
+static char *
+phone_as_text(TupleDesc desc, int attnum, text *t)
+{
+	char	   *s = text_to_cstring(t);
+
+	if (TupleDescAttr(desc, attnum - 1)->atttypid == BPCHAROID)
+	{
+		int			len = strlen(s);
+
+		while (len > 0 && s[len - 1] == ' ')
+			s[--len] = '\0';
+	}
+	return s;
+}
+
 /* clipped: the input for a message, cut to a readable length. */
 static char *
 clipped(text *t)
@@ -211,7 +230,6 @@ line_status_trigger_impl(FunctionCallInfo fcinfo, LsCache *cache)
 	Datum		phone;
 	bool		isnull;
 	char		number[PHONE_BUFSIZE];
-	char		e164[PHONE_BUFSIZE];
 	PhoneVerdict verdict;
 	const char *country;
 	LsResult	res;
@@ -256,16 +274,8 @@ line_status_trigger_impl(FunctionCallInfo fcinfo, LsCache *cache)
 	}
 
 	t = DatumGetTextPP(phone);
-	verdict = phone_normalise(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), number);
 	country = cfg.country[0] ? cfg.country : NULL;
-	if (verdict == PHONE_NATIONAL && country != NULL &&
-		phone_national_to_e164(number, country, e164))
-	{
-		strcpy(number, e164);
-		verdict = PHONE_E164;
-	}
-	if (verdict == PHONE_NATIONAL && country == NULL)
-		verdict = PHONE_NO_COUNTRY;
+	verdict = phone_resolve(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), country, number);
 
 	if (cfg.policy == POLICY_ASYNC)
 	{
@@ -273,7 +283,7 @@ line_status_trigger_impl(FunctionCallInfo fcinfo, LsCache *cache)
 			ls_worker_enqueue(cache, number, verdict == PHONE_NATIONAL ? country : NULL,
 							  RelationGetRelid(td->tg_relation),
 							  td->tg_trigger->tgargs[0], td->tg_trigger->tgargs[1],
-							  text_to_cstring(t));
+							  phone_as_text(desc, cfg.phone_attnum, t));
 		/* The worker fills the column; until then it is NULL. */
 		{
 			bool		nulls = true;

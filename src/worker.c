@@ -659,7 +659,6 @@ line_status_enqueue(PG_FUNCTION_ARGS)
 	LsCache		cache;
 	text	   *phone;
 	char		number[PHONE_BUFSIZE];
-	char		e164[PHONE_BUFSIZE];
 	char		cbuf[3];
 	const char *country = NULL;
 	PhoneVerdict verdict;
@@ -677,13 +676,8 @@ line_status_enqueue(PG_FUNCTION_ARGS)
 		country = cbuf;
 	}
 	phone = PG_GETARG_TEXT_PP(0);
-	verdict = phone_normalise(VARDATA_ANY(phone), VARSIZE_ANY_EXHDR(phone), number);
-	if (verdict == PHONE_NATIONAL && country && phone_national_to_e164(number, country, e164))
-	{
-		strcpy(number, e164);
-		verdict = PHONE_E164;
-	}
-	if (verdict != PHONE_E164 && !(verdict == PHONE_NATIONAL && country))
+	verdict = phone_resolve(VARDATA_ANY(phone), VARSIZE_ANY_EXHDR(phone), country, number);
+	if (verdict != PHONE_E164 && verdict != PHONE_NATIONAL)
 		PG_RETURN_BOOL(false);
 	ls_cache_init(&cache, get_func_namespace(fcinfo->flinfo->fn_oid));
 	ls_worker_enqueue(&cache, number, verdict == PHONE_E164 ? NULL : country,
@@ -692,6 +686,28 @@ line_status_enqueue(PG_FUNCTION_ARGS)
 }
 
 /* ---------------------------------------------------------------- worker */
+
+/*
+ * report_running / report_idle: what pg_stat_activity shows for the worker:
+ * running while it works, and idle since the end of its last work (not
+ * re-reported at every wake-up).
+ */
+static bool reported_running = true;
+
+static void
+report_running(const char *what)
+{
+	pgstat_report_activity(STATE_RUNNING, what);
+	reported_running = true;
+}
+
+static void
+report_idle(void)
+{
+	if (reported_running)
+		pgstat_report_activity(STATE_IDLE, NULL);
+	reported_running = false;
+}
 
 /* Hand-offs the worker could not store yet (their number was busy). */
 static Handoff *retry_list = NULL;
@@ -788,7 +804,7 @@ store_handoffs(void)
 		return;
 	}
 
-	pgstat_report_activity(STATE_RUNNING, "storing answers handed over by backends");
+	report_running("storing answers handed over by backends");
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -842,7 +858,7 @@ fill_rows(Oid relid, const char *phone_column, const char *status_column,
 
 	values[0] = ObjectIdGetDatum(cache->status_oids[status]);
 	values[1] = CStringGetTextDatum(phone_text);
-	sql = psprintf("UPDATE %s SET %s = $1 WHERE %s OPERATOR(pg_catalog.=) $2 AND %s IS NULL",
+	sql = psprintf("UPDATE %s SET %s = $1 WHERE %s::pg_catalog.text OPERATOR(pg_catalog.=) $2 AND %s IS NULL",
 				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 											  get_rel_name(relid)),
 				   quote_identifier(status_column), quote_identifier(phone_column),
@@ -908,7 +924,7 @@ drain_queue(void)
 			BulkEntry **entries = palloc(sizeof(BulkEntry *) * n);
 
 			worked = true;
-			pgstat_report_activity(STATE_RUNNING, "looking up queued numbers");
+			report_running("looking up queued numbers");
 			b->keep_going = true;
 			for (i = 0; i < n; i++)
 			{
@@ -983,7 +999,7 @@ line_status_worker_main(Datum arg)
 
 			store_handoffs();
 			busy = drain_queue();
-			pgstat_report_activity(STATE_IDLE, NULL);
+			report_idle();
 			if (!busy && (shared->count == 0 || nretry > 0))
 			{
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -997,7 +1013,7 @@ line_status_worker_main(Datum arg)
 			EmitErrorReport();
 			FlushErrorState();
 			AbortCurrentTransaction();
-			pgstat_report_activity(STATE_IDLE, NULL);
+			report_idle();
 			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 10 * NAPTIME_MS, PG_WAIT_EXTENSION);
 		}
