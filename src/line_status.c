@@ -30,6 +30,14 @@
 #include "twilio.h"
 #include "worker.h"
 
+/*
+ * PostgreSQL 15 is the only version built and tested.  It needs at least 15:
+ * shmem_request_hook, InitMaterializedSRF and MarkGUCPrefixReserved.
+ */
+#if PG_VERSION_NUM < 150000
+#error "line_status needs PostgreSQL 15 or later"
+#endif
+
 PG_MODULE_MAGIC;
 
 PG_FUNCTION_INFO_V1(line_status_lookup);
