@@ -602,6 +602,7 @@ ls_worker_enqueue(LsCache *c, const char *number, const char *country,
 				  Oid relid, const char *phone_column, const char *status_column,
 				  const char *phone_text)
 {
+	static LocalTransactionId warned = InvalidLocalTransactionId;
 	Oid			save_userid;
 	int			save_sec;
 	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTOID, TEXTOID};
@@ -614,10 +615,20 @@ ls_worker_enqueue(LsCache *c, const char *number, const char *country,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the line_status queue needs extension version 1.3"),
 				 errhint("Run ALTER EXTENSION line_status UPDATE.")));
-	if (shared == NULL)
-		ereport(WARNING,
-				(errmsg("line_status background worker is not running: queued numbers wait"),
-				 errhint("Add line_status to shared_preload_libraries in postgresql.conf and restart the server.")));
+	/* Say once per transaction when nobody will drain what is queued here. */
+	if (warned != MyProc->lxid)
+	{
+		warned = MyProc->lxid;
+		if (shared == NULL)
+			ereport(WARNING,
+					(errmsg("line_status background worker is not running: queued numbers wait"),
+					 errhint("Add line_status to shared_preload_libraries in postgresql.conf and restart the server.")));
+		else if (MyDatabaseId != get_database_oid(ls_worker_database, true))
+			ereport(WARNING,
+					(errmsg("line_status background worker serves database \"%s\", not this one: queued numbers wait",
+							ls_worker_database),
+					 errhint("Set line_status.database in postgresql.conf and restart the server.")));
+	}
 
 	values[0] = CStringGetTextDatum(number);
 	values[1] = country ? CStringGetTextDatum(country) : (Datum) 0;
