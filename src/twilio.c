@@ -30,6 +30,9 @@
 #define BACKOFF_MAX_MS 10000
 #define RETRY_AFTER_MAX_MS 60000
 
+/* Deepest nesting of arrays and objects accepted in an answer (Twilio's: 3). */
+#define MAX_NESTING 1000
+
 /* Longest piece of Twilio's error message quoted in a detail. */
 #define MAX_QUOTED 200
 
@@ -176,6 +179,58 @@ ls_twilio_backoff_ms(int attempt, long retry_after_ms)
 }
 
 /*
+ * nesting: how deeply arrays and objects nest in a JSON text (strings
+ * skipped), found before the recursive parser could run out of stack.
+ */
+static int
+nesting(const char *s, size_t len)
+{
+	int			depth = 0;
+	int			deepest = 0;
+	bool		in_string = false;
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '[' || c == '{')
+			deepest = Max(deepest, ++depth);
+		else if (c == ']' || c == '}')
+			depth--;
+	}
+	return deepest;
+}
+
+/*
+ * check_number: a JSON parser callback that flags numbers jsonb's numeric
+ * cannot hold (numeric_in would raise "value overflows numeric format"):
+ * more than 1,000 characters, or an exponent beyond +-1,000.  Twilio's
+ * numbers are small integers.
+ */
+static void
+check_number(void *state, char *token, JsonTokenType type)
+{
+	const char *e;
+
+	if (type != JSON_TOKEN_NUMBER)
+		return;
+	if (strlen(token) > 1000)
+		*(bool *) state = true;
+	else if ((e = strpbrk(token, "eE")) != NULL && labs(strtol(e + 1, NULL, 10)) > 1000)
+		*(bool *) state = true;
+}
+
+/*
  * check_json: is body (len bytes) well-formed UTF-8 JSON that jsonb can
  * hold?  On failure, put the reason into *why.
  */
@@ -184,6 +239,8 @@ check_json(const char *body, size_t len, const char **why)
 {
 	JsonLexContext *lex;
 	JsonParseErrorType rc;
+	JsonSemAction sem = {0};
+	bool		huge = false;
 
 	if (len == 0)
 	{
@@ -200,11 +257,23 @@ check_json(const char *body, size_t len, const char **why)
 		*why = "The body is not valid UTF-8.";
 		return false;
 	}
+	if (nesting(body, len) > MAX_NESTING)
+	{
+		*why = psprintf("The body is nested more than %d levels deep.", MAX_NESTING);
+		return false;
+	}
 	lex = makeJsonLexContextCstringLen((char *) body, len, PG_UTF8, true);
-	rc = pg_parse_json(lex, &nullSemAction);
+	sem.semstate = &huge;
+	sem.scalar = check_number;
+	rc = pg_parse_json(lex, &sem);
 	if (rc != JSON_SUCCESS)
 	{
 		*why = psprintf("The body is not valid JSON: %s", json_errdetail(rc, lex));
+		return false;
+	}
+	if (huge)
+	{
+		*why = "The body holds a number too large or too precise for PostgreSQL.";
 		return false;
 	}
 	return true;
@@ -404,7 +473,7 @@ twilio_error_detail(LsTransfer *t, int *code)
 				if (m != NULL && m->type == jbvString)
 					return psprintf("Twilio answered HTTP %ld with error %d: %.*s.",
 									t->http_status, *code,
-									Min(m->val.string.len, MAX_QUOTED),
+									pg_mbcliplen(m->val.string.val, m->val.string.len, MAX_QUOTED),
 									m->val.string.val);
 				return psprintf("Twilio answered HTTP %ld with error %d.",
 								t->http_status, *code);

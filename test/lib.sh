@@ -19,7 +19,8 @@ ls_log() { printf '== %s\n' "$*" >&2; }
 # ls_install_packages: the Debian packages the build and the tests need.
 ls_install_packages() {
 	local pkgs="postgresql-15 postgresql-server-dev-15 libcurl4-openssl-dev
-		build-essential python3 python3-psycopg2 nodejs openssl curl ca-certificates"
+		build-essential python3 python3-psycopg2 nodejs openssl curl ca-certificates
+		clang-14 libclang-rt-14-dev"
 	local missing=""
 	for p in $pkgs; do
 		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
