@@ -40,8 +40,13 @@
  *   - an instrumented reference validator (RFC 8259 plus PostgreSQL's
  *     extra rules: no \u0000, paired surrogates only, strict UTF-8) must
  *     agree with the verdict.  It gives libFuzzer coverage to steer by, and
- *     it is an oracle: a body check_json() lets through must be JSON that
- *     jsonb_in() can hold, and a body it refuses must really be bad.
+ *     it is an oracle: a body check_json() lets through must be JSON of the
+ *     grammar jsonb_in() reads, and a body it refuses must really be bad.
+ *     (In the server a body can still end in another ERROR: nesting past
+ *     max_stack_depth stops pg_parse_json() itself, 54001, and a number
+ *     that numeric cannot hold stops jsonb_in(), 22003.  This harness does
+ *     not model those; the end-to-end fuzzer counts them as "foreign
+ *     errors".)
  * Further invariants: the result does not depend on where the bytes are;
  * a failure always has a reason that is a NUL-terminated, valid UTF-8
  * string (it goes into errdetail and into the response jsonb of

@@ -33,11 +33,14 @@ followed by figures; exits 1 on a crash, an internal error or a hang
 
 Usage: test/fuzz/fuzz_reader_e2e.py [--count N] [--seed S] [--bulk-every K]
        [--on-error error|unknown|mix] [--cache-ttl S] [--server-log FILE]
-       [--crash-dir DIR] [--strict] [--verbose]
+       [--crash-dir DIR] [--replay] [--case-log FILE] [--strict] [--verbose]
+With --cache-ttl S > 0 every single lookup that gave a row is repeated; a
+repeat served from the cache must give the same columns.
 """
 import argparse
 import collections
 import decimal
+import glob
 import hashlib
 import http.server
 import json
@@ -957,12 +960,42 @@ class Fuzzer:
             self.stats['rows'] += len(val)
             self.check_rows(val, on_error, cases, exps)
 
+    def replay(self, paths):
+        """Saved crash inputs (e2e-*.json beside e2e-*.body): each once, as
+        a single lookup in on_error = error mode, then in unknown mode."""
+        for meta_path in paths:
+            with open(meta_path) as f:
+                meta = json.load(f)
+            with open(meta_path[:-len('.json')] + '.body', 'rb') as f:
+                body = f.read()
+            case = Case(meta['status'], body, meta.get('content_type') or '', meta.get('mode', 'normal'),
+                        meta.get('retry_after'))
+            for on_error in ('error', 'unknown'):
+                self.set_on_error(on_error)
+                number = next(self.numbers)
+                key = (number, '')
+                ANSWERS.put(key, case)
+                sql = 'SELECT %s FROM line_status(%%s, %%s)' % COLS
+                outcome, val = self.run(sql, (number, None), [(key, case)])
+                self.stats['replayed'] += 1
+                if outcome == 'crash':
+                    self.stats['crashes'] += 1
+                    self.finding('crash', 'saved input %s crashes again' % meta_path)
+                    self.connect()
+                elif outcome == 'error':
+                    self.check_error(val, on_error, [(key, case)], [None])
+                else:
+                    self.stats['rows'] += 1
+                    self.check_rows(val, on_error, [(key, case)], [None])
+
     def main(self):
         log_start = None
         if self.args.server_log and os.path.exists(self.args.server_log):
             log_start = os.path.getsize(self.args.server_log)
         self.connect()
         t0 = time.monotonic()
+        if self.args.replay:
+            self.replay(sorted(glob.glob(os.path.join(self.args.crash_dir, 'e2e-*.json'))))
         modes = {'error': ['error'], 'unknown': ['unknown'], 'mix': ['error', 'unknown']}[self.args.on_error]
         for i in range(self.args.count):
             on_error = modes[i % len(modes)]
@@ -994,6 +1027,8 @@ class Fuzzer:
     def report(self, secs, log_crashes):
         s = self.stats
         print('fuzz_reader_e2e: %d executions, %d crashes' % (s['executions'], s['crashes']))
+        if s['replayed']:
+            print('  %d saved crash inputs replayed' % s['replayed'])
         print('  %.1f s (%.0f executions/s), seed %d, %d HTTP requests answered, %d rows, '
               '%d bulk statements, %d cache hits' % (
                   secs, s['executions'] / secs if secs else 0, self.args.seed,
@@ -1041,6 +1076,8 @@ def main(argv):
     p.add_argument('--sid', default='AC00000000000000000000000000000001')
     p.add_argument('--token', default='test-auth-token-0123456789abcdef')
     p.add_argument('--strict', action='store_true', help='also fail on mismatches and invalid UTF-8')
+    p.add_argument('--replay', action='store_true',
+                   help='first look up once more every saved crash input of --crash-dir (e2e-*.json/.body)')
     p.add_argument('--verbose', action='store_true')
     args = p.parse_args(argv[1:])
     if args.seed is None:

@@ -4,6 +4,7 @@
 # (never into the repository), replay the saved crash inputs of
 # test/fuzz/crashes/ as regression tests, then fuzz each target for SECONDS
 # (default 20) from a copy of its seed corpus test/fuzz/corpus/<name>/.
+# SECONDS = 0: only replay the seeds and the saved crash inputs.
 #
 # Targets: fuzz_phone (src/phone.c), fuzz_body (check_json's checks over the
 # real libpgcommon.a JSON parser).  Default: both.  Prints one line each:
@@ -112,6 +113,16 @@ for t in "${TARGETS[@]}"; do
 			grep -E 'ERROR|invariant|runtime error|SUMMARY' "$OUT/$t.regress.log" | head -5 >&2
 		fi
 	done
+
+	if [ "$SECS" -eq 0 ]; then
+		# replay only: the seed corpus and the saved crash inputs, once each
+		"$OUT/$t" $(options "$t") -runs=0 "$HERE/corpus/$(corpus_name "$t")" >"$OUT/$t.log" 2>&1
+		rc=$?
+		[ "$rc" -eq 0 ] || regress_bad=$((regress_bad + 1))
+		echo "$t: $(ls "$HERE/corpus/$(corpus_name "$t")" | wc -l) seeds and $regress saved inputs replayed, $regress_bad crashes"
+		[ "$regress_bad" -eq 0 ] || status=1
+		continue
+	fi
 
 	# 2. Fuzz from a copy of the seed corpus (new inputs go to the copy).
 	corpus=$OUT/corpus-$t

@@ -55,7 +55,7 @@ def test_fuzz_phone_and_reader():
     # 2. The reader inside this cluster's backends, with mutated answers.
     seed = random.randrange(2 ** 31)
     r = subprocess.run([sys.executable, os.path.join(FUZZ, 'fuzz_reader_e2e.py'),
-                        '--count', str(E2E_COUNT), '--seed', str(seed)],
+                        '--count', str(E2E_COUNT), '--seed', str(seed), '--replay'],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
     m = re.search(r'^fuzz_reader_e2e: (\d+) executions, (\d+) crashes', r.stdout, re.M)
     assert m is not None, 'fuzz_reader_e2e.py printed no result (exit %d):\n%s' % (r.returncode, _tail(r.stdout))
