@@ -169,7 +169,8 @@ grep -q "$PRIV/usr/lib/postgresql/15/lib/line_status.so" "/proc/$PM_PID/maps" ||
 if [ "$MODE" = asan ]; then
 	grep -q libasan "/proc/$PM_PID/maps" ||
 		{ echo "the postmaster does not have the ASan runtime loaded" >&2; exit 2; }
-	nm -D "$PRIV/usr/lib/postgresql/15/lib/line_status.so" | grep -q __asan_report ||
+	# (no grep -q: with pipefail, nm's SIGPIPE would fail the pipeline)
+	nm -D "$PRIV/usr/lib/postgresql/15/lib/line_status.so" | grep __asan_report >/dev/null ||
 		{ echo "line_status.so is not instrumented" >&2; exit 2; }
 else
 	grep -q vgpreload_memcheck "/proc/$PM_PID/maps" ||
