@@ -298,3 +298,28 @@ def number_requests(stats, number):
 
 def user_agent_ok(ua, version):
     return re.match(r'^line_status/%s( |$)' % re.escape(version), ua) is not None
+
+
+# Status the stand-in gives an ordinary number, by its last digit.
+STATUS_BY_DIGIT = ('active', 'reachable', 'unreachable', 'inactive', 'unknown') * 2
+
+
+def expected_status(e164):
+    """The status the stand-in answers for an ordinary number."""
+    return STATUS_BY_DIGIT[int(e164[-1])]
+
+
+# British national numbers: US and CA national numbers are rewritten to
+# E.164 locally (no alias row); GB ones are sent as they are with
+# CountryCode=GB, and the stand-in maps them to +44 and the digits after the
+# leading 0.  "07" + a 3-digit prefix picked per run + a counter + the digit
+# that picks the status.
+_gb_prefix = random.randint(100, 999)
+_gb_seq = itertools.count(random.randint(0, 50000))
+
+
+def fresh_gb():
+    """(national number, its E.164 form) of a British number nobody has
+    looked up in this run."""
+    nat = '07%03d%05d%d' % (_gb_prefix, next(_gb_seq) % 100000, random.randint(0, 9))
+    return nat, '+44' + nat[1:]

@@ -14,29 +14,15 @@ import time
 
 import psycopg2
 
-from common import (ALWAYS_503, Background, cancel_backend, connect, env, error_text, fresh_number,
+from common import (STATUS_BY_DIGIT, expected_status, fresh_gb, ALWAYS_503, Background, cancel_backend, connect, env, error_text, fresh_number,
                     note, number_requests, q, q1, standin_config, standin_reset, standin_stats,
                     wait_until)
 
 CANCEL_BOUND_S = 2.5
 
-# Status the stand-in gives an ordinary number, by its last digit.
-STATUS_BY_DIGIT = ('active', 'reachable', 'unreachable', 'inactive', 'unknown') * 2
 
 
-def expected_status(e164):
-    return STATUS_BY_DIGIT[int(e164[-1])]
 
-
-# British national numbers (see test_cache.py): sent as they are with
-# CountryCode=GB; the stand-in answers for +44 and the digits after the 0.
-_gb_prefix = random.randint(100, 999)
-_gb_seq = itertools.count(random.randint(0, 50000))
-
-
-def fresh_gb():
-    nat = '07%03d%05d%d' % (_gb_prefix, next(_gb_seq) % 100000, random.randint(0, 9))
-    return nat, '+44' + nat[1:]
 
 
 def fresh_nanp(last_digit=None):

@@ -17,33 +17,14 @@ import time
 
 import psycopg2
 
-from common import (connect, env, fresh_number, note, number_requests, q, q1, standin_reset,
+from common import (STATUS_BY_DIGIT, expected_status, fresh_gb, connect, env, fresh_number, note, number_requests, q, q1, standin_reset,
                     standin_stats, wait_until)
 
 PG_BIN = '/usr/lib/postgresql/15/bin'
 
-# Status the stand-in gives an ordinary number, by its last digit.
-STATUS_BY_DIGIT = ('active', 'reachable', 'unreachable', 'inactive', 'unknown') * 2
 
 
-def expected_status(e164):
-    return STATUS_BY_DIGIT[int(e164[-1])]
 
-
-# National numbers for the alias tests are British: US and CA national
-# numbers are rewritten to E.164 locally (no alias row), GB ones are sent as
-# they are with CountryCode=GB, and the stand-in maps them to +44 and the
-# digits after the leading 0.  "07" + a 3-digit prefix picked per run + a
-# counter + the digit that picks the status.
-_gb_prefix = random.randint(100, 999)
-_gb_seq = itertools.count(random.randint(0, 50000))
-
-
-def fresh_gb():
-    """(national number, its E.164 form) of a British number nobody has
-    looked up in this run."""
-    nat = '07%03d%05d%d' % (_gb_prefix, next(_gb_seq) % 100000, random.randint(0, 9))
-    return nat, '+44' + nat[1:]
 
 
 def server_ready():

@@ -28,7 +28,7 @@ import time
 import psycopg2
 
 import common
-from common import (backend_memory_kb, connect, env, error_text, fresh_number, memory_contexts_bytes,
+from common import (STATUS_BY_DIGIT, backend_memory_kb, connect, env, error_text, fresh_number, memory_contexts_bytes,
                     note, number_requests, q, q1, standin_reset, standin_stats, wait_until)
 
 # Stand-in fault numbers (test/standin/README.md).
@@ -47,8 +47,6 @@ MAX_BODY = 256 * 1024
 MEM_REPEATS = 20
 MEM_LIMIT_KB = 2 * 1024
 
-# Status the stand-in gives an ordinary number, by its last digit.
-STATUS_BY_DIGIT = ('active', 'reachable', 'unreachable', 'inactive', 'unknown') * 2
 
 
 class Checks:

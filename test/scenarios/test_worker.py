@@ -21,18 +21,13 @@ import time
 
 import psycopg2
 
-from common import (ALWAYS_503, backend_memory_kb, connect, env, fresh_block, fresh_number,
+from common import (STATUS_BY_DIGIT, expected_status, ALWAYS_503, backend_memory_kb, connect, env, fresh_block, fresh_number,
                     note, q, q1, standin_config, standin_reset, standin_stats, wait_until)
 
 PG_BIN = '/usr/lib/postgresql/15/bin'
 
-# Status the stand-in gives an ordinary number, by its last digit.
-STATUS_BY_DIGIT = ('active', 'reachable', 'unreachable', 'inactive', 'unknown') * 2
 ALWAYS_500 = '+14155555998'
 
-
-def expected_status(e164):
-    return STATUS_BY_DIGIT[int(e164[-1])]
 
 
 def worker_pids(conn):
