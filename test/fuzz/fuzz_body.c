@@ -14,8 +14,13 @@
  * order, with the same arguments as check_json():
  *
  *   empty body -> NUL byte -> UTF-8 (pg_verify_mbstr(PG_UTF8, ..., true)) ->
- *   makeJsonLexContextCstringLen(body, len, PG_UTF8, true) ->
- *   pg_parse_json(lex, &nullSemAction) -> json_errdetail() on failure.
+ *   nesting() > MAX_NESTING -> makeJsonLexContextCstringLen(body, len,
+ *   PG_UTF8, true) -> pg_parse_json() with check_number() as the scalar
+ *   callback -> json_errdetail() on failure -> a number too large.
+ *
+ * nesting() and check_number() are static in src/twilio.c: they are copied
+ * below as they are there, and must be kept in step with it (as must
+ * check_json() itself).
  *
  * Two things differ, both forced by what the frontend library contains:
  *   - pg_verify_mbstr() is backend-only (mbutils.c).  For noError = true it
@@ -27,10 +32,9 @@
  *     state (the offending token, token_start..token_terminator), which is
  *     what matters for memory safety.
  * And one difference of the frontend build itself: parse_object() and
- * parse_array() call check_stack_depth() only in the backend, so nesting
- * deeper than the C stack allows would crash this program but is an ERROR
- * (54001) in the server.  run.sh keeps -max_len at 4096 bytes, which cannot
- * nest deep enough to matter.
+ * parse_array() call check_stack_depth() only in the backend.  Since
+ * check_json() refuses more than MAX_NESTING levels before parsing, the
+ * recursion here is bounded too.
  *
  * libpgcommon.a is not instrumented, so AddressSanitizer cannot see its own
  * loads and libFuzzer gets no coverage from inside it.  Hence:
@@ -39,14 +43,13 @@
  *     instrumented or not, is a SIGSEGV, which libFuzzer reports as a crash;
  *   - an instrumented reference validator (RFC 8259 plus PostgreSQL's
  *     extra rules: no \u0000, paired surrogates only, strict UTF-8) must
- *     agree with the verdict.  It gives libFuzzer coverage to steer by, and
- *     it is an oracle: a body check_json() lets through must be JSON of the
- *     grammar jsonb_in() reads, and a body it refuses must really be bad.
- *     (In the server a body can still end in another ERROR: nesting past
- *     max_stack_depth stops pg_parse_json() itself, 54001, and a number
- *     that numeric cannot hold stops jsonb_in(), 22003.  This harness does
- *     not model those; the end-to-end fuzzer counts them as "foreign
- *     errors".)
+ *     agree with the verdict, stage by stage.  It gives libFuzzer coverage
+ *     to steer by, and it is an oracle: a body check_json() lets through
+ *     must be JSON of the grammar jsonb_in() reads, nested at most
+ *     MAX_NESTING levels, whose numbers have at most 1,000 characters and
+ *     an exponent within +-1,000 (what numeric_in can take; computed here
+ *     without any integer overflow), and a body it refuses must really
+ *     break one of those rules.
  * Further invariants: the result does not depend on where the bytes are;
  * a failure always has a reason that is a NUL-terminated, valid UTF-8
  * string (it goes into errdetail and into the response jsonb of
@@ -169,52 +172,139 @@ fe_json_errdetail(JsonParseErrorType error, JsonLexContext *lex)
 }
 
 /* ------------------------------------------------------------------------
- * check_json() of src/twilio.c, as it is there except for the two calls
- * named in the header comment.  *why is always palloc'd (or NULL).
+ * From src/twilio.c, as they are there (keep in step): MAX_NESTING,
+ * nesting(), check_number(), and check_json() except for the two calls
+ * named in the header comment.
  * ------------------------------------------------------------------------
  */
+#define MAX_NESTING 1000
+
+static int
+nesting(const char *s, size_t len)
+{
+	int			depth = 0;
+	int			deepest = 0;
+	bool		in_string = false;
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '[' || c == '{')
+			deepest = Max(deepest, ++depth);
+		else if (c == ']' || c == '}')
+			depth--;
+	}
+	return deepest;
+}
+
+static void
+check_number(void *state, char *token, JsonTokenType type)
+{
+	const char *e;
+
+	if (type != JSON_TOKEN_NUMBER)
+		return;
+	if (strlen(token) > 1000)
+		*(bool *) state = true;
+	else if ((e = strpbrk(token, "eE")) != NULL && labs(strtol(e + 1, NULL, 10)) > 1000)
+		*(bool *) state = true;
+}
+
+/*
+ * The parser hands every scalar, and (when there is a callback for it) every
+ * key, to the callbacks in fresh palloc'd copies, which the server frees with
+ * its memory context; here they are freed at once.  The key callback only
+ * frees: it changes nothing in how the body is parsed.
+ */
+static void
+check_number_and_free(void *state, char *token, JsonTokenType type)
+{
+	check_number(state, token, type);
+	if (token)
+		pfree(token);
+}
+
+static void
+free_key(void *state, char *fname, bool isnull)
+{
+	if (fname)
+		pfree(fname);
+}
+
 typedef struct CheckResult
 {
 	bool		ok;
-	int			stage;			/* 0 ok, 1 empty, 2 NUL, 3 UTF-8, 4 JSON */
+	int			stage;			/* STAGE_* */
 	JsonParseErrorType rc;
-	char	   *why;
+	char	   *why;			/* palloc'd, NULL when ok */
 } CheckResult;
+
+enum
+{
+	STAGE_OK, STAGE_EMPTY, STAGE_NUL, STAGE_UTF8, STAGE_NESTING, STAGE_JSON, STAGE_NUMBER
+};
 
 static CheckResult
 check_json(const char *body, size_t len, bool need_escapes)
 {
-	CheckResult r = {false, 0, JSON_SUCCESS, NULL};
+	CheckResult r = {false, STAGE_OK, JSON_SUCCESS, NULL};
 	JsonLexContext *lex;
+	JsonSemAction sem = {0};
+	bool		huge = false;
 
 	if (len == 0)
 	{
-		r.stage = 1;
+		r.stage = STAGE_EMPTY;
 		r.why = pstrdup("The body is empty.");
 		return r;
 	}
 	if (memchr(body, '\0', len) != NULL)
 	{
-		r.stage = 2;
+		r.stage = STAGE_NUL;
 		r.why = pstrdup("The body contains a NUL byte.");
 		return r;
 	}
 	/* = pg_verify_mbstr(PG_UTF8, body, len, true) */
 	if (pg_encoding_verifymbstr(PG_UTF8, body, len) != (int) len)
 	{
-		r.stage = 3;
+		r.stage = STAGE_UTF8;
 		r.why = pstrdup("The body is not valid UTF-8.");
 		return r;
 	}
+	if (nesting(body, len) > MAX_NESTING)
+	{
+		r.stage = STAGE_NESTING;
+		r.why = psprintf("The body is nested more than %d levels deep.", MAX_NESTING);
+		return r;
+	}
 	lex = makeJsonLexContextCstringLen((char *) body, len, PG_UTF8, need_escapes);
-	r.rc = pg_parse_json(lex, &nullSemAction);
+	sem.semstate = &huge;
+	sem.scalar = check_number_and_free;
+	sem.object_field_start = free_key;
+	r.rc = pg_parse_json(lex, &sem);
 	if (r.rc != JSON_SUCCESS)
 	{
 		char	   *detail = fe_json_errdetail(r.rc, lex);
 
-		r.stage = 4;
+		r.stage = STAGE_JSON;
 		r.why = psprintf("The body is not valid JSON: %s", detail);
 		pfree(detail);
+	}
+	else if (huge)
+	{
+		r.stage = STAGE_NUMBER;
+		r.why = pstrdup("The body holds a number too large or too precise for PostgreSQL.");
 	}
 	else
 		r.ok = true;
@@ -299,7 +389,39 @@ typedef struct Ref
 	size_t		i;
 	int			depth;
 	int			max_depth;
+	bool		huge;			/* a number numeric_in may refuse */
 } Ref;
+
+/*
+ * ref_huge_number: does the number token s[0..n) have more than 1,000
+ * characters, or an exponent beyond +-1,000?  The exponent is judged by its
+ * digits, so that no size of exponent can overflow anything.
+ */
+static bool
+ref_huge_number(const unsigned char *s, size_t n)
+{
+	size_t		i = 0;
+	size_t		ndig;
+	int			value = 0;
+
+	if (n > 1000)
+		return true;
+	while (i < n && s[i] != 'e' && s[i] != 'E')
+		i++;
+	if (i == n)
+		return false;
+	i++;
+	if (i < n && (s[i] == '+' || s[i] == '-'))
+		i++;
+	while (i < n && s[i] == '0')
+		i++;
+	ndig = n - i;
+	if (ndig > 4)
+		return true;
+	for (; i < n; i++)
+		value = value * 10 + (s[i] - '0');
+	return value > 1000;
+}
 
 static void
 ref_ws(Ref *r)
@@ -408,6 +530,7 @@ ref_number(Ref *r)
 {
 	const unsigned char *s = r->s;
 	size_t		n = r->n;
+	size_t		start = r->i;
 
 	if (r->i < n && s[r->i] == '-')
 		r->i++;
@@ -438,6 +561,8 @@ ref_number(Ref *r)
 		while (r->i < n && s[r->i] >= '0' && s[r->i] <= '9')
 			r->i++;
 	}
+	if (ref_huge_number(s + start, r->i - start))
+		r->huge = true;
 	return true;
 }
 
@@ -549,24 +674,31 @@ ref_value(Ref *r)
 	}
 }
 
-/* 0 ok, 1 empty, 2 NUL, 3 UTF-8, 4 JSON: the stage check_json must fail at. */
+/*
+ * ref_check: the STAGE_* check_json must stop at.  For a body that is not
+ * JSON, either STAGE_NESTING or STAGE_JSON can be right (the nesting count
+ * runs first, over whatever the text is): *either_json says so.
+ */
 static int
-ref_check(const unsigned char *s, size_t n, int *depth)
+ref_check(const unsigned char *s, size_t n, bool *either_json)
 {
-	Ref			r = {s, n, 0, 0, 0};
+	Ref			r = {s, n, 0, 0, 0, false};
 
-	*depth = 0;
+	*either_json = false;
 	if (n == 0)
-		return 1;
+		return STAGE_EMPTY;
 	if (memchr(s, '\0', n) != NULL)
-		return 2;
+		return STAGE_NUL;
 	if (!ref_utf8(s, n))
-		return 3;
-	if (!ref_value(&r))
-		return 4;
-	ref_ws(&r);
-	*depth = r.max_depth;
-	return r.i == r.n ? 0 : 4;
+		return STAGE_UTF8;
+	if (!ref_value(&r) || (ref_ws(&r), r.i != r.n))
+	{
+		*either_json = true;
+		return STAGE_JSON;
+	}
+	if (r.max_depth > MAX_NESTING)
+		return STAGE_NESTING;
+	return r.huge ? STAGE_NUMBER : STAGE_OK;
 }
 
 /* ------------------------------------------------------------------------
@@ -624,7 +756,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				b,
 				c;
 	int			expect;
-	int			depth;
+	bool		either_json;
 
 	if (area == NULL)
 		setup_guards(1 << 20);
@@ -651,8 +783,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 
 	/* The oracle. */
-	expect = ref_check(data, size, &depth);
-	CHECK(a.stage == expect,
+	expect = ref_check(data, size, &either_json);
+	CHECK(a.stage == expect || (either_json && a.stage == STAGE_NESTING),
 		  "check_json stage %d (rc %d), reference stage %d", a.stage, (int) a.rc, expect);
 
 	/* Accepted with de-escaping => accepted without it. */
