@@ -221,12 +221,21 @@ static void
 check_number(void *state, char *token, JsonTokenType type)
 {
 	const char *e;
+	long		x;
 
 	if (type != JSON_TOKEN_NUMBER)
 		return;
 	if (strlen(token) > 1000)
+	{
 		*(bool *) state = true;
-	else if ((e = strpbrk(token, "eE")) != NULL && labs(strtol(e + 1, NULL, 10)) > 1000)
+		return;
+	}
+	if ((e = strpbrk(token, "eE")) == NULL)
+		return;
+	errno = 0;
+	x = strtol(e + 1, NULL, 10);
+	/* no labs(): labs(LONG_MIN) is undefined (found by fuzzing) */
+	if (errno == ERANGE || x > 1000 || x < -1000)
 		*(bool *) state = true;
 }
 

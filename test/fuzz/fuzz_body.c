@@ -19,8 +19,8 @@
  *   callback -> json_errdetail() on failure -> a number too large.
  *
  * nesting() and check_number() are static in src/twilio.c: they are copied
- * below as they are there, and must be kept in step with it (as must
- * check_json() itself).
+ * into fuzz_body_twilio.c (compiled with gcc, as the server is), and must be
+ * kept in step with it, as must check_json() here.
  *
  * Two things differ, both forced by what the frontend library contains:
  *   - pg_verify_mbstr() is backend-only (mbutils.c).  For noError = true it
@@ -172,54 +172,19 @@ fe_json_errdetail(JsonParseErrorType error, JsonLexContext *lex)
 }
 
 /* ------------------------------------------------------------------------
- * From src/twilio.c, as they are there (keep in step): MAX_NESTING,
- * nesting(), check_number(), and check_json() except for the two calls
- * named in the header comment.
+ * From src/twilio.c (keep in step): MAX_NESTING here; nesting() and
+ * check_number() in fuzz_body_twilio.c, compiled as the server compiles
+ * them; check_json() below, except for the two calls named in the header
+ * comment.
  * ------------------------------------------------------------------------
  */
 #define MAX_NESTING 1000
 
-static int
-nesting(const char *s, size_t len)
-{
-	int			depth = 0;
-	int			deepest = 0;
-	bool		in_string = false;
-	size_t		i;
+extern int	fuzz_twilio_nesting(const char *s, size_t len);
+extern void fuzz_twilio_check_number(void *state, char *token, JsonTokenType type);
 
-	for (i = 0; i < len; i++)
-	{
-		char		c = s[i];
-
-		if (in_string)
-		{
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = false;
-		}
-		else if (c == '"')
-			in_string = true;
-		else if (c == '[' || c == '{')
-			deepest = Max(deepest, ++depth);
-		else if (c == ']' || c == '}')
-			depth--;
-	}
-	return deepest;
-}
-
-static void
-check_number(void *state, char *token, JsonTokenType type)
-{
-	const char *e;
-
-	if (type != JSON_TOKEN_NUMBER)
-		return;
-	if (strlen(token) > 1000)
-		*(bool *) state = true;
-	else if ((e = strpbrk(token, "eE")) != NULL && labs(strtol(e + 1, NULL, 10)) > 1000)
-		*(bool *) state = true;
-}
+#define nesting fuzz_twilio_nesting
+#define check_number fuzz_twilio_check_number
 
 /*
  * The parser hands every scalar, and (when there is a callback for it) every
