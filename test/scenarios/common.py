@@ -18,6 +18,8 @@ import threading
 import time
 import urllib.request
 
+import functools
+
 import psycopg2
 
 # The credentials test/lib.sh configures and the stand-in accepts.
@@ -323,3 +325,29 @@ def fresh_gb():
     looked up in this run."""
     nat = '07%03d%05d%d' % (_gb_prefix, next(_gb_seq) % 100000, random.randint(0, 9))
     return nat, '+44' + nat[1:]
+
+
+def server_ready():
+    try:
+        psycopg2.connect(dbname=env('PGDATABASE'), connect_timeout=2).close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
+def survives_crash(fn):
+    """If the test loses its connection because a backend crashed, wait for
+    the server to accept connections again (so that the next tests do not
+    fail too) and say so; always put the stand-in's config back."""
+    @functools.wraps(fn)
+    def wrapper():
+        try:
+            fn()
+        except psycopg2.OperationalError as e:
+            if 'server closed the connection unexpectedly' in str(e) or 'recovery mode' in str(e):
+                wait_until(server_ready, 60, 0.2)
+                raise AssertionError('a backend crashed (see the server log): %s' % str(e).strip()) from e
+            raise
+        finally:
+            standin_config(latency_ms=0, latency_dist='fixed', max_inflight=0)
+    return wrapper

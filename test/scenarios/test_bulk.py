@@ -14,7 +14,7 @@ import time
 
 import psycopg2
 
-from common import (STATUS_BY_DIGIT, expected_status, fresh_gb, ALWAYS_503, Background, cancel_backend, connect, env, error_text, fresh_number,
+from common import (survives_crash, STATUS_BY_DIGIT, expected_status, fresh_gb, ALWAYS_503, Background, cancel_backend, connect, env, error_text, fresh_number,
                     note, number_requests, q, q1, standin_config, standin_reset, standin_stats,
                     wait_until)
 
@@ -66,31 +66,6 @@ def wait_inflight_zero(timeout=5.0):
         raise AssertionError('the stand-in still has %d request(s) in flight %.0f s later: '
                              'abandoned transfers were not closed' % (standin_stats()['inflight'], timeout))
 
-
-def server_ready():
-    try:
-        psycopg2.connect(dbname=env('PGDATABASE'), connect_timeout=2).close()
-        return True
-    except psycopg2.OperationalError:
-        return False
-
-
-def survives_crash(fn):
-    """If the test loses its connection because a backend crashed, wait for
-    the server to accept connections again (so that the next tests do not
-    fail too) and say so; always put the stand-in's config back."""
-    @functools.wraps(fn)
-    def wrapper():
-        try:
-            fn()
-        except psycopg2.OperationalError as e:
-            if 'server closed the connection unexpectedly' in str(e) or 'recovery mode' in str(e):
-                wait_until(server_ready, 60, 0.2)
-                raise AssertionError('a backend crashed (see the server log): %s' % str(e).strip()) from e
-            raise
-        finally:
-            standin_config(latency_ms=0, latency_dist='fixed', max_inflight=0)
-    return wrapper
 
 
 RESULT_COLS = ('ordinality, input, phone_number, status::text, error_code, valid, country_code, '

@@ -17,7 +17,7 @@ import time
 
 import psycopg2
 
-from common import (STATUS_BY_DIGIT, expected_status, fresh_gb, connect, env, fresh_number, note, number_requests, q, q1, standin_reset,
+from common import (survives_crash, STATUS_BY_DIGIT, expected_status, fresh_gb, connect, env, fresh_number, note, number_requests, q, q1, standin_reset,
                     standin_stats, wait_until)
 
 PG_BIN = '/usr/lib/postgresql/15/bin'
@@ -26,29 +26,6 @@ PG_BIN = '/usr/lib/postgresql/15/bin'
 
 
 
-
-def server_ready():
-    try:
-        psycopg2.connect(dbname=env('PGDATABASE'), connect_timeout=2).close()
-        return True
-    except psycopg2.OperationalError:
-        return False
-
-
-def survives_crash(fn):
-    """If the test loses its connection (a backend crashed and the server
-    restarts), wait until the server accepts connections again, so that the
-    next tests do not fail too, and say so in the failure."""
-    @functools.wraps(fn)
-    def wrapper():
-        try:
-            fn()
-        except psycopg2.OperationalError as e:
-            if 'server closed the connection unexpectedly' in str(e) or 'recovery mode' in str(e):
-                wait_until(server_ready, 60, 0.2)
-                raise AssertionError('a backend crashed (see the server log): %s' % str(e).strip()) from e
-            raise
-    return wrapper
 
 
 def forget(conn, numbers):
